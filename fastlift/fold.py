@@ -1,0 +1,170 @@
+"""BatchNorm folding: turn a trained lifter's state into inference-ready GEMM operands.
+
+Every fastlift inference path (fused whole-sequence kernels, the streaming engine, export)
+consumes a :class:`FoldedLifter`: each conv with its following eval-mode BatchNorm folded into
+a weight and a bias, computed in fp32 and cast once at the end.
+
+Weight layout (the kernels' B operand): ``[taps * C_in, C_out]`` row-major, tap-major along
+rows, i.e. ``w[k * C_in + c, o] = conv.weight[o, c, k] * bn_scale[o]``. A width-``W`` conv
+with dilation ``d`` over activations ``x[t, c]`` (time-major, channel-contiguous) is then
+``y[t] = sum_k x[t + k*d] @ w[k*C_in:(k+1)*C_in]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["FoldedConv", "FoldedLifter", "fold_bn", "fold_lifter", "run_folded_torch"]
+
+
+@dataclass
+class FoldedConv:
+    """One conv layer with BN folded in.
+
+    Attributes:
+        weight: ``[taps * c_in, c_out]`` (see module docstring).
+        bias: ``[c_out]`` fp32 or the target dtype.
+        taps: kernel width (number of row-shifted loads).
+        dilation: frame spacing between taps of the dilated model.
+        relu: apply ReLU in the epilogue.
+        res_offset: for a block's 1x1 conv, the row offset (in the block input) of the residual
+            tap, i.e. ``pad`` for symmetric and ``2 * pad`` (the newest tap) for causal models;
+            ``None`` when there is no residual.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    taps: int
+    dilation: int
+    relu: bool
+    res_offset: int | None = None
+
+    @property
+    def c_in(self) -> int:
+        return self.weight.shape[0] // self.taps
+
+    @property
+    def c_out(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def span(self) -> int:
+        """Input frames consumed per output frame minus one: ``(taps - 1) * dilation``."""
+        return (self.taps - 1) * self.dilation
+
+
+@dataclass
+class FoldedLifter:
+    """BN-folded layers of a lifter, in execution order.
+
+    ``layers[0]`` is the expand conv; then, per block, the dilated (or dense) conv followed by
+    the 1x1 conv whose epilogue adds the residual; ``layers[-1]`` is the shrink conv (no ReLU).
+    """
+
+    layers: list[FoldedConv]
+    num_joints_in: int
+    in_features: int
+    num_joints_out: int
+    filter_widths: list[int]
+    causal: bool
+    receptive_field: int
+    channels: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def pad(self) -> int:
+        return (self.receptive_field - 1) // 2
+
+    def to(self, device=None, dtype=None) -> "FoldedLifter":
+        """Copy with weights (and biases) moved/cast; biases stay fp32 unless ``dtype`` is fp64."""
+        layers = []
+        for l in self.layers:
+            bias_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+            layers.append(FoldedConv(l.weight.to(device=device, dtype=dtype), l.bias.to(device=device, dtype=bias_dtype),
+                                     l.taps, l.dilation, l.relu, l.res_offset))
+        return FoldedLifter(layers, self.num_joints_in, self.in_features, self.num_joints_out, list(self.filter_widths),
+                            self.causal, self.receptive_field, self.channels, dict(self.extra))
+
+
+def fold_bn(weight: torch.Tensor, bn: torch.nn.BatchNorm1d | None, conv_bias: torch.Tensor | None = None):
+    """Fold an eval-mode BatchNorm into a conv weight ``[C_out, C_in, K]``.
+
+    Returns ``(w [K*C_in, C_out], b [C_out])`` in fp32 (computed in fp32, or fp64 when the
+    weight is fp64).
+    """
+    acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    w = weight.detach().to(acc)
+    c_out, c_in, k = w.shape
+    b = conv_bias.detach().to(acc) if conv_bias is not None else torch.zeros(c_out, dtype=acc, device=w.device)
+    if bn is not None:
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("fold_bn: BatchNorm has no running statistics (track_running_stats=False); cannot fold")
+        scale = torch.ones(c_out, dtype=acc, device=w.device) if bn.weight is None else bn.weight.detach().to(acc)
+        shift = torch.zeros(c_out, dtype=acc, device=w.device) if bn.bias is None else bn.bias.detach().to(acc)
+        inv = torch.rsqrt(bn.running_var.detach().to(acc) + bn.eps)
+        scale = scale * inv
+        w = w * scale[:, None, None]
+        b = (b - bn.running_mean.detach().to(acc)) * scale + shift
+    w = w.permute(2, 1, 0).reshape(k * c_in, c_out).contiguous()
+    return w, b
+
+
+def fold_lifter(model: torch.nn.Module, dtype: torch.dtype | None = None, device=None) -> FoldedLifter:
+    """Fold a dilated/dense or 1f lifter (reference or fastlift) into a :class:`FoldedLifter`.
+
+    The 1f model's weights are the dilated model's, so its layers are described with the
+    dilated model's dilations: the folded result always describes whole-sequence inference.
+    BN uses the running statistics (eval semantics) whatever ``model.training`` is.
+    """
+    fw = list(model.filter_widths)
+    dense = bool(getattr(model, "dense", False))
+    layers = []
+    w, b = fold_bn(model.expand_conv.weight, model.expand_bn)
+    layers.append(FoldedConv(w, b, fw[0], 1, True))
+    dilation = fw[0]
+    for i in range(1, len(fw)):
+        conv = model.layers_conv[2 * (i - 1)]
+        taps = conv.weight.shape[2]
+        pad = (fw[i] - 1) * dilation // 2
+        w, b = fold_bn(conv.weight, model.layers_bn[2 * (i - 1)])
+        layers.append(FoldedConv(w, b, taps, 1 if dense else dilation, True))
+        w, b = fold_bn(model.layers_conv[2 * (i - 1) + 1].weight, model.layers_bn[2 * (i - 1) + 1])
+        layers.append(FoldedConv(w, b, 1, 1, True, res_offset=2 * pad if model.causal else pad))
+        dilation *= fw[i]
+    w, b = fold_bn(model.shrink.weight, None, model.shrink.bias)
+    layers.append(FoldedConv(w, b, 1, 1, False))
+    folded = FoldedLifter(layers, model.num_joints_in, model.in_features, model.num_joints_out, fw, bool(model.causal),
+                          model.receptive_field(), layers[0].c_out, {"dense": dense})
+    if dtype is not None or device is not None:
+        folded = folded.to(device=device, dtype=dtype)
+    return folded
+
+
+def run_folded_torch(folded: FoldedLifter, x: torch.Tensor) -> torch.Tensor:
+    """Pure-torch execution of a :class:`FoldedLifter` on ``(B, T, J_in, F)`` (valid convs).
+
+    Returns ``(B, T - receptive_field + 1, J_out, 3)``. Used as the CPU path of fused
+    inference and as a readable specification of what the kernels compute.
+    """
+    b, t = x.shape[:2]
+    h = x.reshape(b, t, -1)
+    block_in = None
+    for layer in folded.layers:
+        w = layer.weight.to(h.dtype)
+        if layer.taps == 1:
+            y = h @ w
+        else:
+            t_out = h.shape[1] - layer.span
+            y = sum(h[:, k * layer.dilation: k * layer.dilation + t_out] @ w[k * layer.c_in:(k + 1) * layer.c_in]
+                    for k in range(layer.taps))
+        y = y + layer.bias.to(y.dtype)
+        if layer.relu:
+            y = torch.relu(y)
+        if layer.res_offset is not None:
+            y = y + block_in[:, layer.res_offset: layer.res_offset + y.shape[1]]
+        # A block's input is the output of the expand layer or of the previous block's 1x1 conv.
+        if layer is folded.layers[0] or layer.res_offset is not None:
+            block_in = y
+        h = y
+    return h.reshape(b, h.shape[1], folded.num_joints_out, 3)

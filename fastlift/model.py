@@ -1,0 +1,304 @@
+"""Drop-in fused lifters: the reference's constructor, attributes and state_dict, fused kernels inside.
+
+* :class:`TemporalModel` / :class:`TemporalModelOptimized1f` subclass the reference modules, so
+  ``load_state_dict`` of a VideoPose3D checkpoint's ``model_pos`` works with ``strict=True``,
+  ``train()/eval()``, ``.to()``, ``.half()``, ``set_bn_momentum`` and DataParallel/DDP behave
+  exactly as for the reference. The extra keyword ``impl`` picks the implementation:
+
+  - ``"auto"`` (default): Triton kernels for CUDA inputs, the reference math elsewhere;
+  - ``"triton"``: always the kernels (CUDA, or CPU tensors under ``TRITON_INTERPRET=1``);
+  - ``"reference"``: always the reference math.
+
+  On the kernel path the whole network — BN with batch statistics and running-stat updates,
+  ReLU, dropout, residuals — runs as one fused autograd function
+  (:class:`fastlift.kernels.lifter_autograd.LifterFunction`); under ``torch.autocast`` the
+  kernels compute in the autocast dtype (e.g. bf16) with fp32 accumulation and fp32 BN statistics.
+
+* :func:`fuse` folds BatchNorm into the conv weights (in fp32, then cast) and returns a
+  :class:`FusedInferenceLifter` for inference, with :meth:`FusedInferenceLifter.lift` for whole
+  sequences (edge replication done inside the expand kernel, shrink fused into the last conv).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from fastlift import reference as _ref
+from fastlift.fold import FoldedLifter, fold_lifter, run_folded_torch
+
+__all__ = ["TemporalModel", "TemporalModelOptimized1f", "FusedInferenceLifter", "fuse", "lift_sequence", "IMPLS"]
+
+IMPLS = ("auto", "triton", "reference")
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    return impl
+
+
+def _kernels_usable(device: torch.device) -> bool:
+    try:
+        from fastlift.kernels._common import kernels_available
+    except ImportError:  # triton missing: only the reference path exists
+        return False
+    return kernels_available(device)
+
+
+class _FusedMixin:
+    """Kernel dispatch shared by both fused lifters (mixed into the reference classes)."""
+
+    def _init_fused(self, impl: str) -> None:
+        self.impl = _check_impl(impl)
+        # Dropout seed for the counter-based masks: a device tensor (CUDA-graph safe), not part of
+        # the state_dict so checkpoints stay byte-compatible with the reference layout.
+        self.register_buffer("_dropout_seed", torch.randint(0, 2**62, (1,), dtype=torch.int64), persistent=False)
+
+    def set_dropout_seed(self, seed: int) -> None:
+        """Make the kernels' dropout masks reproducible (the seed advances by one per training step)."""
+        self._dropout_seed.fill_(int(seed))
+
+    def uses_kernels(self, x: torch.Tensor) -> bool:
+        """Whether ``forward(x)`` runs the fused kernels (per ``impl`` and ``x.device``)."""
+        if self.impl == "reference":
+            return False
+        if self.impl == "auto":
+            return x.device.type == "cuda" and _kernels_usable(x.device)
+        if not _kernels_usable(x.device):
+            raise ValueError(f"impl='triton': the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU "
+                             f"tensors); got x on {x.device}. Use impl='auto' or 'reference' on this device")
+        return True
+
+    def _compute_dtype(self, x: torch.Tensor) -> torch.dtype:
+        if torch.is_autocast_enabled(x.device.type):
+            dt = torch.get_autocast_dtype(x.device.type)
+            if dt in (torch.float16, torch.bfloat16):
+                return dt
+        dt = self.expand_conv.weight.dtype
+        if dt not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(f"impl='triton': parameters must be fp32/fp16/bf16 for the kernels, got {dt}; use "
+                            f"impl='reference' for fp64")
+        return dt
+
+    def _flat_params(self) -> list[torch.Tensor]:
+        def bn(m):
+            return [m.weight, m.bias, m.running_mean, m.running_var, m.num_batches_tracked]
+
+        out = [self.expand_conv.weight, *bn(self.expand_bn)]
+        for i in range(len(self.layers_conv) // 2):
+            out += [self.layers_conv[2 * i].weight, *bn(self.layers_bn[2 * i]),
+                    self.layers_conv[2 * i + 1].weight, *bn(self.layers_bn[2 * i + 1])]
+        return out + [self.shrink.weight, self.shrink.bias]
+
+    def _bn_modules(self):
+        return [self.expand_bn, *self.layers_bn]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        self._check_frames(x.shape[1])
+        if not self.uses_kernels(x):
+            return super().forward(x)
+        from fastlift.kernels.lifter_autograd import LifterFunction, LifterPlan
+
+        for bn in self._bn_modules():
+            if bn.running_mean is None or not bn.affine:
+                raise ValueError("the fused kernels need affine BatchNorm layers with running statistics")
+        if x.device != self.expand_conv.weight.device:
+            raise ValueError(f"x: expected a tensor on {self.expand_conv.weight.device} (the model's device), got {x.device}")
+        b, t = x.shape[:2]
+        dt = self._compute_dtype(x)
+        x3 = x.reshape(b, t, -1).to(dt)
+        plan = LifterPlan.from_model(self)
+        momenta = tuple(bn.momentum for bn in self._bn_modules())
+        training = self.training
+        y = LifterFunction.apply(plan, training, momenta, self.dropout_p, self._dropout_seed, x3, *self._flat_params())
+        if training and self.dropout_p > 0:
+            with torch.no_grad():
+                self._dropout_seed.add_(1)
+        return y.reshape(b, y.shape[1], self.num_joints_out, 3)
+
+
+class TemporalModel(_FusedMixin, _ref.TemporalModel):
+    """Fused drop-in for the reference dilated :class:`fastlift.reference.TemporalModel`.
+
+    Same arguments plus ``impl`` (``"auto"`` | ``"triton"`` | ``"reference"``). Input
+    ``(B, T, J_in, F)`` with ``T >= receptive_field()``; output ``(B, T - RF + 1, J_out, 3)``.
+    """
+
+    def __init__(self, num_joints_in, in_features, num_joints_out, filter_widths, causal=False, dropout=0.25,
+                 channels=1024, dense=False, impl: str = "auto"):
+        _ref.TemporalModel.__init__(self, num_joints_in, in_features, num_joints_out, filter_widths, causal, dropout,
+                                    channels, dense)
+        self._init_fused(impl)
+
+
+class TemporalModelOptimized1f(_FusedMixin, _ref.TemporalModelOptimized1f):
+    """Fused drop-in for the strided single-frame training model (weights shared with
+    :class:`TemporalModel`). Input ``(B, k*RF, J_in, F)``; output ``(B, k, J_out, 3)``."""
+
+    is_optimized_1f = True
+
+    def __init__(self, num_joints_in, in_features, num_joints_out, filter_widths, causal=False, dropout=0.25,
+                 channels=1024, impl: str = "auto"):
+        _ref.TemporalModelOptimized1f.__init__(self, num_joints_in, in_features, num_joints_out, filter_widths, causal,
+                                               dropout, channels)
+        self._init_fused(impl)
+
+
+# ---------------------------------------------------------------------------------- inference
+class FusedInferenceLifter(nn.Module):
+    """BN-folded inference lifter (no training state).
+
+    Built by :func:`fuse`. ``forward(x)``: ``(B, T, J_in, F) -> (B, T - RF + 1, J_out, 3)`` like the
+    reference in eval mode; :meth:`lift`: ``T`` frames -> ``T`` poses with the reference's edge
+    padding. Weights are stored in ``dtype`` (fp32/fp16/bf16 for the kernels, fp64 on the
+    reference path); biases in fp32. Inputs are cast to ``dtype``; outputs are fp32 (the shrink
+    accumulates in fp32).
+
+    Limitations: inference only (no autograd through the kernel path's fused shrink); the 1f
+    model's weights are run as the dilated model (whole-sequence semantics).
+    """
+
+    def __init__(self, folded: FoldedLifter, impl: str = "auto"):
+        super().__init__()
+        self.impl = _check_impl(impl)
+        self.num_joints_in = folded.num_joints_in
+        self.in_features = folded.in_features
+        self.num_joints_out = folded.num_joints_out
+        self.filter_widths = list(folded.filter_widths)
+        self.causal = folded.causal
+        self._rf = folded.receptive_field
+        self._meta = [(l.taps, l.dilation, l.relu, l.res_offset) for l in folded.layers]
+        self.weights = nn.ParameterList([nn.Parameter(l.weight, requires_grad=False) for l in folded.layers])
+        for i, l in enumerate(folded.layers):
+            self.register_buffer(f"bias_{i}", l.bias)
+        self.extra = dict(folded.extra)
+
+    # -- reference-compatible attributes
+    def receptive_field(self) -> int:
+        return self._rf
+
+    @property
+    def pad(self) -> int:
+        return (self._rf - 1) // 2
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights[0].dtype
+
+    def folded(self) -> FoldedLifter:
+        from fastlift.fold import FoldedConv
+
+        layers = [FoldedConv(w, getattr(self, f"bias_{i}"), t, d, r, o)
+                  for i, (w, (t, d, r, o)) in enumerate(zip(self.weights, self._meta))]
+        return FoldedLifter(layers, self.num_joints_in, self.in_features, self.num_joints_out, self.filter_widths,
+                            self.causal, self._rf, self.weights[0].shape[1], dict(self.extra))
+
+    def uses_kernels(self, x: torch.Tensor) -> bool:
+        return _FusedMixin.uses_kernels(self, x)
+
+    def _check(self, x: torch.Tensor, need_frames: int) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"x: expected (batch, frames, {self.num_joints_in}, {self.in_features}), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if x.shape[2] != self.num_joints_in or x.shape[3] != self.in_features:
+            raise ValueError(f"x: expected {self.num_joints_in} joints x {self.in_features} features, got "
+                             f"{x.shape[2]} x {x.shape[3]} (shape {tuple(x.shape)})")
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
+        if x.shape[1] < need_frames:
+            raise ValueError(f"x: sequence of {x.shape[1]} frames is shorter than the receptive field of {self._rf} "
+                             f"frames; use lift() for whole sequences (it pads the edges)")
+        if x.device != self.weights[0].device:
+            raise ValueError(f"x: expected a tensor on {self.weights[0].device} (the model's device), got {x.device}")
+
+    def _run(self, x: torch.Tensor, edge_left: int, edge_right: int) -> torch.Tensor:
+        b, t = x.shape[:2]
+        x3 = x.reshape(b, t, -1).to(self.dtype)
+        if not self.uses_kernels(x):
+            if edge_left or edge_right:
+                x3 = _ref.edge_pad(x3, edge_left, edge_right)
+            return run_folded_torch(self.folded(), x3.reshape(b, x3.shape[1], self.num_joints_in, self.in_features)).float()
+        from fastlift.kernels.tconv_fwd import tconv_fwd
+
+        h = x3
+        block_in = None
+        n = len(self._meta)
+        for i, (w, (taps, dil, relu, res_off)) in enumerate(zip(self.weights, self._meta)):
+            bias = getattr(self, f"bias_{i}")
+            if i == n - 2:
+                # Last block's 1x1 conv with the shrink fused into its epilogue.
+                shrink_w, shrink_b = self.weights[n - 1], getattr(self, f"bias_{n - 1}")
+                _, _, _, out = tconv_fwd(h, w, taps=taps, dilation=dil, bias=bias, relu=relu, residual=block_in,
+                                         res_offset=res_off or 0, shrink_w=shrink_w, store_y=False,
+                                         edge_left=edge_left if i == 0 else 0, edge_right=edge_right if i == 0 else 0)
+                out = out + shrink_b
+                break
+            y, _, _, _ = tconv_fwd(h, w, taps=taps, dilation=dil, bias=bias, relu=relu,
+                                   residual=block_in if res_off is not None else None, res_offset=res_off or 0,
+                                   edge_left=edge_left if i == 0 else 0, edge_right=edge_right if i == 0 else 0)
+            if i == 0 or res_off is not None:
+                block_in = y
+            h = y
+        return out.reshape(b, out.shape[1], self.num_joints_out, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x, self._rf)
+        return self._run(x, 0, 0)
+
+    @torch.no_grad()
+    def lift(self, keypoints, batch_frames: Optional[int] = None) -> torch.Tensor:
+        """``(T, J, F)`` or ``(B, T, J, F)`` -> ``T`` poses per sequence (reference edge padding).
+
+        Symmetric models replicate ``pad`` frames on each side, causal ones ``2*pad`` on the left.
+        ``batch_frames`` caps the output frames per call (chunks overlap by ``RF - 1`` input frames).
+        """
+        x = torch.as_tensor(keypoints)
+        squeeze = x.dim() == 3
+        if squeeze:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.shape[1] < 1:
+            raise ValueError(f"keypoints: expected (frames, joints, features) or (batch, frames, joints, features) "
+                             f"with at least one frame, got shape {tuple(x.shape)}")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise ValueError("keypoints: contains NaN or infinite values; fill missing detections before lifting")
+        x = x.to(self.weights[0].device)
+        self._check(x, 1)
+        left, right = _ref.sequence_padding(self)
+        t = x.shape[1]
+        if batch_frames is None or batch_frames >= t:
+            out = self._run(x, left, right)
+        else:
+            if batch_frames < 1:
+                raise ValueError(f"batch_frames: expected a positive integer, got {batch_frames}")
+            xp = _ref.edge_pad(x, left, right)
+            out = torch.cat([self._run(xp[:, s:min(t, s + batch_frames) + self._rf - 1], 0, 0)
+                             for s in range(0, t, batch_frames)], dim=1)
+        return out[0] if squeeze else out
+
+
+def fuse(model: nn.Module, dtype: Optional[torch.dtype] = None, device=None, impl: str = "auto") -> FusedInferenceLifter:
+    """BN-folded inference module from a trained lifter (reference or fastlift, dilated/dense or 1f).
+
+    Folding happens in fp32 (fp64 for fp64 models) using the running statistics; the weights
+    are then cast to ``dtype`` (default: the model's parameter dtype). The source model is not
+    modified.
+    """
+    for name in ("expand_conv", "expand_bn", "layers_conv", "layers_bn", "shrink"):
+        if not hasattr(model, name):
+            raise TypeError(f"model: expected a VideoPose3D-style lifter (missing {name!r}), got {type(model).__name__}")
+    if dtype is None:
+        dtype = model.expand_conv.weight.dtype
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise TypeError(f"dtype: expected fp32/fp16/bf16 (or fp64 for the reference path), got {dtype}")
+    folded = fold_lifter(model, dtype=dtype, device=device if device is not None else model.expand_conv.weight.device)
+    return FusedInferenceLifter(folded, impl=impl)
+
+
+def lift_sequence(model: nn.Module, keypoints, batch_frames: Optional[int] = None) -> torch.Tensor:
+    """Whole-sequence lifting (``T`` frames -> ``T`` poses) for any fastlift or reference lifter."""
+    if isinstance(model, FusedInferenceLifter):
+        return model.lift(keypoints, batch_frames)
+    return _ref.lift_sequence(model, keypoints, batch_frames)

@@ -1,0 +1,288 @@
+"""Shared pieces of fastlift's Triton kernels: device-side helpers and launcher utilities.
+
+Device helpers (``@triton.jit``, inlined into the kernels that call them):
+
+* :func:`dropout_keep` — counter-based dropout mask: Philox keyed by ``seed`` (a value loaded
+  from a device tensor, plus a per-layer salt) and the element's logical index. Identical in the
+  forward kernels and when backward recomputes it; never materialised as a tensor.
+* :func:`bn_act` — BatchNorm scale/shift + ReLU + dropout applied to a loaded tile (the
+  "prologue" that applies the previous layer's BatchNorm inside the next GEMM).
+
+Launcher helpers: interpreter detection, dtype checks, tile choices.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# Prologue modes of the GEMM kernels (applied to the A operand as it is loaded).
+PRO_NONE = 0  # A = x
+PRO_BN_ACT = 1  # A = dropout(relu(x * scale + shift))
+PRO_BN_ACT_RES = 2  # A = res + dropout(relu(x * scale + shift))  (a block output, recomputed)
+
+# Prologue modes of the gradient operand of dgrad/wgrad.
+GPRO_NONE = 0  # G = g (gradient w.r.t. the conv output itself)
+GPRO_BN_BWD = 1  # G = dL/dz recomputed from dL/da, z and the BN/ReLU/dropout of this layer
+
+
+def interpreter_active() -> bool:
+    """True when Triton kernels run under the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def kernels_available(device: torch.device) -> bool:
+    """Whether Triton kernels can run on tensors of ``device`` (CUDA, or CPU under the interpreter)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and interpreter_active()
+
+
+def check_kernel_device(name: str, t: torch.Tensor) -> None:
+    if not kernels_available(t.device):
+        raise ValueError(
+            f"{name}: the Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors), "
+            f"got a tensor on {t.device}; use impl='reference' (or 'auto') on this device")
+
+
+def check_dtype(name: str, t: torch.Tensor, allowed=SUPPORTED_DTYPES) -> None:
+    if t.dtype not in allowed:
+        raise TypeError(f"{name}: expected dtype in {[str(d) for d in allowed]}, got {t.dtype}")
+    if interpreter_active() and t.device.type == "cpu" and t.dtype == torch.bfloat16:
+        raise TypeError(f"{name}: bfloat16 is not supported by the Triton CPU interpreter; use float32/float16 there")
+
+
+def check_same_device(ref_name: str, ref: torch.Tensor, **others) -> None:
+    for n, t in others.items():
+        if t is not None and t.device != ref.device:
+            raise ValueError(f"{n}: expected a tensor on {ref.device} (the device of {ref_name}), got {t.device}")
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot input precision: exact fp32 unless torch allows TF32 for matmuls."""
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and not interpreter_active():
+        return "tf32"
+    return "ieee"
+
+
+def gemm_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict:
+    """Tile sizes and launch options for the GEMM kernels.
+
+    Kept deliberately small and deterministic (no autotuning, so results never depend on a
+    timing race): tiles sized for Hopper/Ampere tensor cores on CUDA, tiny tiles under the
+    interpreter (where every program is executed in Python).
+    """
+    m, n, k = static_int(m, 1 << 20), static_int(n, 1024), static_int(k, 1024)
+    if torch.device(device).type != "cuda":
+        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=1, num_stages=1)
+    big = dtype in (torch.float16, torch.bfloat16)
+    block_n = 128 if n >= 128 else max(16, triton.next_power_of_2(n))
+    block_m = 128 if m >= 4096 else 64 if m >= 64 else max(16, triton.next_power_of_2(m))
+    block_k = (64 if big else 32) if k >= 64 else max(16, triton.next_power_of_2(k))
+    warps = 8 if block_m * block_n >= 128 * 128 else 4
+    stages = 4 if big else 3
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=warps, num_stages=stages)
+
+
+def tl_dtype(dtype: torch.dtype):
+    return {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16,
+            torch.float64: tl.float64}[dtype]
+
+
+# ---------------------------------------------------------------------------------- dropout RNG
+# A counter-based hash (two rounds of the murmur3 32-bit finaliser with the key injected between
+# rounds). It is implemented identically in Triton and in torch (below), so the CPU operator
+# implementations, the kernels and the tests all see bit-identical dropout masks. An element is
+# kept iff its 24-bit draw is >= round(p * 2**24); the effective rate is that threshold / 2**24.
+_M32 = 0xFFFFFFFF
+
+
+def dropout_threshold(p: float) -> int:
+    """Integer threshold of the 24-bit draw for dropout probability ``p`` in [0, 1)."""
+    if not (0.0 <= p < 1.0):
+        raise ValueError(f"p: expected a dropout probability in [0, 1), got {p}")
+    return int(round(p * (1 << 24)))
+
+
+def _fmix32_torch(h: torch.Tensor) -> torch.Tensor:
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & _M32
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & _M32
+    return h ^ (h >> 16)
+
+
+def _key_hash(seed: int) -> tuple[int, int]:
+    seed &= (1 << 64) - 1
+    lo, hi = seed & _M32, seed >> 32
+    t = torch.tensor([(hi + 0x632BE5AB) & _M32], dtype=torch.int64)
+    k1 = _fmix32_torch(torch.tensor([lo], dtype=torch.int64) ^ _fmix32_torch(t))
+    k2 = _fmix32_torch(k1 ^ 0x5BD1E995)
+    return int(k1), int(k2)
+
+
+def dropout_keep_torch(seed: int, idx: torch.Tensor, threshold: int) -> torch.Tensor:
+    """Torch twin of :func:`dropout_keep`: bool keep-mask for int64 logical indices ``idx``."""
+    k1, k2 = _key_hash(int(seed))
+    idx = idx.to(torch.int64)
+    lo = idx & _M32
+    hi = (idx >> 32) & _M32
+    h = _fmix32_torch(lo ^ k1)
+    h = _fmix32_torch((h + (hi * 0x9E3779B1 & _M32) + k2) & _M32)
+    return (h >> 8) >= threshold
+
+
+def dropout_mask_torch(seed: int, shape, threshold: int, device=None) -> torch.Tensor:
+    """Keep-mask for a contiguous tensor of ``shape`` (logical index = flat index)."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    idx = torch.arange(n, dtype=torch.int64, device=device)
+    return dropout_keep_torch(seed, idx, threshold).reshape(tuple(shape))
+
+
+# ---------------------------------------------------------------------------------- device helpers
+@triton.jit
+def _fmix32(h):
+    h ^= h >> 16
+    h *= 0x85EBCA6B
+    h ^= h >> 13
+    h *= 0xC2B2AE35
+    h ^= h >> 16
+    return h
+
+
+@triton.jit
+def dropout_key(seed):
+    """Two 32-bit round keys from an int64 seed (scalar); see :func:`dropout_keep`."""
+    s = seed.to(tl.uint64)
+    lo = (s & 0xFFFFFFFF).to(tl.uint32)
+    hi = (s >> 32).to(tl.uint32)
+    k1 = _fmix32(lo ^ _fmix32(hi + 0x632BE5AB))
+    k2 = _fmix32(k1 ^ 0x5BD1E995)
+    return k1, k2
+
+
+@triton.jit
+def dropout_keep(k1, k2, idx, threshold):
+    """Keep-mask for elements with logical int64 indices ``idx`` (pure function of the key)."""
+    i = idx.to(tl.uint64)
+    lo = (i & 0xFFFFFFFF).to(tl.uint32)
+    hi = (i >> 32).to(tl.uint32)
+    h = _fmix32(lo ^ k1)
+    h = _fmix32(h + hi * 0x9E3779B1 + k2)
+    return (h >> 8).to(tl.int32) >= threshold
+
+
+@triton.jit
+def bn_act(z, scale, shift, k1, k2, idx, threshold, inv_keep, DROPOUT: tl.constexpr):
+    """``dropout(relu(z * scale + shift))`` on an fp32 tile; scale/shift broadcast per channel."""
+    a = tl.maximum(z * scale + shift, 0.0)
+    if DROPOUT:
+        a = tl.where(dropout_keep(k1, k2, idx, threshold), a * inv_keep, 0.0)
+    return a
+
+
+@triton.jit
+def swizzle(pid, num_m, num_n, GROUP_M: tl.constexpr):
+    """Grouped program ordering so consecutive programs share B tiles in L2."""
+    width = GROUP_M * num_n
+    group = pid // width
+    first_m = group * GROUP_M
+    size_m = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % size_m
+    pid_n = (pid % width) // size_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def load_activation(x_ptr, bi, r, ci, amask, ci_ok, sxb, sxt, sxc,
+                    pscale_ptr, pshift_ptr, pres_ptr, spb, spt, spc, pres_row_stride, pres_offset,
+                    T_in, C_in, k1, k2, threshold, inv_keep,
+                    PRO: tl.constexpr, DROPOUT: tl.constexpr):
+    """Load an A tile ``[rows, channels]`` of a conv input and apply the prologue (fp32 result).
+
+    ``bi``/``r``: batch and frame of each row (int); ``ci``: channels. With ``PRO != 0`` the
+    stored tensor holds the previous layer's pre-BN output ``z`` and the tile becomes
+    ``dropout(relu(z*scale + shift))`` (+ the block residual for ``PRO == 2``). The dropout index
+    is the element's logical index in ``z`` (shape ``(B, T_in, C_in)``).
+    """
+    r64 = r.to(tl.int64)
+    a = tl.load(x_ptr + bi[:, None] * sxb + r64[:, None] * sxt + ci[None, :] * sxc, mask=amask, other=0.0)
+    a = a.to(tl.float32)
+    if PRO != 0:
+        sc = tl.load(pscale_ptr + ci, mask=ci_ok, other=0.0)
+        sh = tl.load(pshift_ptr + ci, mask=ci_ok, other=0.0)
+        idx = (bi[:, None] * T_in + r64[:, None]) * C_in + ci[None, :]
+        a = bn_act(a, sc[None, :], sh[None, :], k1, k2, idx, threshold, inv_keep, DROPOUT)
+        if PRO == 2:
+            pr = (r * pres_row_stride + pres_offset).to(tl.int64)
+            a += tl.load(pres_ptr + bi[:, None] * spb + pr[:, None] * spt + ci[None, :] * spc,
+                         mask=amask, other=0.0).to(tl.float32)
+        # Masked lanes would otherwise carry relu(shift).
+        a = tl.where(amask, a, 0.0)
+    return a
+
+
+@triton.jit
+def load_output_grad(g_ptr, z_ptr, gcoef_ptr, bi, t, n, gmask, n_ok, T_out, C_out, k1, k2, threshold, inv_keep,
+                     GPRO: tl.constexpr, DROPOUT: tl.constexpr):
+    """Load a tile of dL/dz of a conv's output ``z`` ``(B, T_out, C_out)`` (contiguous), fp32.
+
+    ``GPRO == 0``: ``g`` already is dL/dz. ``GPRO == 1``: ``g`` is dL/da for
+    ``a = dropout(relu(BN(z)))`` and the BatchNorm backward is applied on the fly:
+    ``gu = g * keep/(1-p) * [z*scale + shift > 0]`` and ``dL/dz = scale*gu + q0 - z*q1`` with the
+    per-channel coefficients ``gcoef = [scale, shift, q0, q1]`` (``q0 = q1 = 0`` for eval-mode BN;
+    see :mod:`fastlift.kernels.lifter_autograd` for their definition).
+    """
+    off = (bi.to(tl.int64)[:, None] * T_out + t.to(tl.int64)[:, None]) * C_out + n[None, :]
+    g = tl.load(g_ptr + off, mask=gmask, other=0.0).to(tl.float32)
+    if GPRO == 1:
+        z = tl.load(z_ptr + off, mask=gmask, other=0.0).to(tl.float32)
+        sc = tl.load(gcoef_ptr + n, mask=n_ok, other=0.0)[None, :]
+        sh = tl.load(gcoef_ptr + C_out + n, mask=n_ok, other=0.0)[None, :]
+        q0 = tl.load(gcoef_ptr + 2 * C_out + n, mask=n_ok, other=0.0)[None, :]
+        q1 = tl.load(gcoef_ptr + 3 * C_out + n, mask=n_ok, other=0.0)[None, :]
+        gu = tl.where(z * sc + sh > 0.0, g, 0.0)
+        if DROPOUT:
+            gu = tl.where(dropout_keep(k1, k2, off, threshold), gu * inv_keep, 0.0)
+        g = tl.where(gmask, sc * gu + q0 - z * q1, 0.0)
+    return g
+
+
+def launchable(kernel):
+    """``kernel`` wrapped with ``torch.library.wrap_triton`` so registered ``triton_op`` bodies trace
+    under torch.compile / torch.export; the bare interpreted kernel under ``TRITON_INTERPRET=1``
+    (wrap_triton only accepts compiled JIT functions)."""
+    if interpreter_active():
+        return kernel
+    return torch.library.wrap_triton(kernel)
+
+
+def use_launcher(t: torch.Tensor) -> bool:
+    """Call the Triton launcher directly (CPU tensor under the interpreter) instead of the
+    registered operator (which dispatches to the Triton kernel on CUDA and to the torch twin on CPU)."""
+    return t.device.type == "cpu" and interpreter_active()
+
+
+def static_int(v, default: int) -> int:
+    """``v`` if it is a plain int, else ``default`` (a symbolic size during torch.export/compile
+    tracing must not pick code paths, or the traced graph would be specialised to it)."""
+    return v if isinstance(v, int) else default
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (cached)."""
+    device = torch.device(device)
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())

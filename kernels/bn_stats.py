@@ -1,0 +1,179 @@
+"""BatchNorm statistics finalisation: per-tile partials -> batch mean/invstd, scale/shift, running stats.
+
+The conv forward kernel's epilogue writes, per row tile ``i`` of ``BLOCK_M`` rows, the column sum
+``psum[i]`` and the centred sum of squares ``pm2[i]`` of its output. This kernel merges them in a
+fixed order with Chan's parallel-variance formula (deterministic, no ``E[x^2] - E[x]^2``
+cancellation) and updates the running statistics exactly as ``torch.nn.BatchNorm1d`` does in
+training mode:
+
+* normalisation uses the biased batch variance;
+* ``running_mean = (1 - f) * running_mean + f * mean``,
+  ``running_var = (1 - f) * running_var + f * var * N / (N - 1)`` (unbiased),
+  with ``f = momentum``, or ``f = 1 / num_batches_tracked`` when ``momentum is None``;
+* ``num_batches_tracked += 1``.
+
+Outputs (fp32, ``[C]`` each): ``mean``, ``invstd``, ``scale = gamma * invstd`` and
+``shift = beta - mean * scale``, so the next layer's prologue computes ``z * scale + shift``.
+"""
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from fastlift.kernels._common import check_kernel_device, launchable, use_launcher
+
+__all__ = ["bn_finalize", "bn_finalize_launch", "bn_finalize_reference", "bn_eval_coefficients"]
+
+
+@triton.jit
+def _bn_finalize_kernel(
+    psum_ptr,  # [R, C] fp32 per-tile sums
+    pm2_ptr,  # [R, C] fp32 per-tile centred sums of squares
+    gamma_ptr,  # [C] BN weight (HAS_AFFINE)
+    beta_ptr,  # [C] BN bias (HAS_AFFINE)
+    rmean_ptr,  # [C] running mean, updated in place (UPDATE)
+    rvar_ptr,  # [C] running var, updated in place (UPDATE)
+    nbt_ptr,  # [1] int64 num_batches_tracked, already incremented (CUMULATIVE)
+    mean_ptr,  # [C] fp32 out
+    invstd_ptr,  # [C] fp32 out
+    scale_ptr,  # [C] fp32 out
+    shift_ptr,  # [C] fp32 out
+    R, C, M, momentum, eps,
+    TILE_M: tl.constexpr, HAS_AFFINE: tl.constexpr, UPDATE: tl.constexpr, CUMULATIVE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ok = cols < C
+    n_a = tl.zeros((BLOCK_C,), dtype=tl.float32)  # vector so the loop-carried type is fixed
+    mean_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    m2_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for i in range(0, R):
+        n_b = tl.minimum(M - i * TILE_M, TILE_M).to(tl.float32)
+        s_b = tl.load(psum_ptr + i * C + cols, mask=ok, other=0.0)
+        m2_b = tl.load(pm2_ptr + i * C + cols, mask=ok, other=0.0)
+        n = n_a + n_b
+        delta = s_b / n_b - mean_a
+        mean_a += delta * (n_b / n)
+        m2_a += m2_b + delta * delta * (n_a * n_b / n)
+        n_a = n
+    var = m2_a / n_a
+    invstd = 1.0 / tl.sqrt(var + eps)
+    if HAS_AFFINE:
+        g = tl.load(gamma_ptr + cols, mask=ok, other=1.0).to(tl.float32)
+        b = tl.load(beta_ptr + cols, mask=ok, other=0.0).to(tl.float32)
+    else:
+        g = tl.full((BLOCK_C,), 1.0, tl.float32)
+        b = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    scale = g * invstd
+    tl.store(mean_ptr + cols, mean_a, mask=ok)
+    tl.store(invstd_ptr + cols, invstd, mask=ok)
+    tl.store(scale_ptr + cols, scale, mask=ok)
+    tl.store(shift_ptr + cols, b - mean_a * scale, mask=ok)
+    if UPDATE:
+        if CUMULATIVE:
+            f = 1.0 / tl.load(nbt_ptr).to(tl.float32)
+        else:
+            f = momentum
+        rm = tl.load(rmean_ptr + cols, mask=ok, other=0.0)
+        rv = tl.load(rvar_ptr + cols, mask=ok, other=0.0)
+        new_rm = (1.0 - f) * rm.to(tl.float32) + f * mean_a
+        new_rv = (1.0 - f) * rv.to(tl.float32) + f * (m2_a / (n_a - 1.0))
+        tl.store(rmean_ptr + cols, new_rm.to(rm.dtype), mask=ok)
+        tl.store(rvar_ptr + cols, new_rv.to(rv.dtype), mask=ok)
+
+
+def _check(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var):
+    if psum.dim() != 2 or psum.shape != pm2.shape or psum.dtype != torch.float32 or pm2.dtype != torch.float32:
+        raise ValueError(f"psum/pm2: expected fp32 [tiles, C] of equal shape, got {tuple(psum.shape)} "
+                         f"{psum.dtype} / {tuple(pm2.shape)} {pm2.dtype}")
+    r, c = psum.shape
+    if r != (m + tile_m - 1) // tile_m:
+        raise ValueError(f"psum: expected {(m + tile_m - 1) // tile_m} tiles of {tile_m} rows for {m} rows, got {r}")
+    if m < 2 and running_mean is not None:
+        raise ValueError(f"BatchNorm in training mode needs more than 1 value per channel, got {m} "
+                         f"(batch x frames at this layer)")
+    for n, v in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        if v is not None and v.shape != (c,):
+            raise ValueError(f"{n}: expected [{c}], got {tuple(v.shape)}")
+    return r, c
+
+
+def bn_finalize_launch(psum: torch.Tensor, pm2: torch.Tensor, m: int, tile_m: int, gamma: Optional[torch.Tensor],
+                beta: Optional[torch.Tensor], running_mean: Optional[torch.Tensor],
+                running_var: Optional[torch.Tensor], num_batches_tracked: Optional[torch.Tensor],
+                momentum: Optional[float], eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge BN partials of ``m`` rows (tiles of ``tile_m``) and update running stats in place.
+
+    Returns ``(mean, invstd, scale, shift)``, fp32 ``[C]`` each. ``running_*`` may be ``None``
+    (no tracking); ``num_batches_tracked`` is incremented here when given.
+    """
+    check_kernel_device("psum", psum)
+    r, c = _check(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var)
+    dev = psum.device
+    out = torch.empty((4, c), device=dev, dtype=torch.float32)
+    update = running_mean is not None and running_var is not None
+    if num_batches_tracked is not None and update:
+        num_batches_tracked.add_(1)
+    dummy = out[0]
+    block_c = 128 if dev.type == "cuda" else 32
+    launchable(_bn_finalize_kernel)[(triton.cdiv(c, block_c),)](
+        psum, pm2, gamma if gamma is not None else dummy, beta if beta is not None else dummy,
+        running_mean if update else dummy, running_var if update else dummy,
+        num_batches_tracked if num_batches_tracked is not None else torch.ones(1, device=dev, dtype=torch.int64),
+        out[0], out[1], out[2], out[3], r, c, m, 0.0 if momentum is None else float(momentum), float(eps),
+        TILE_M=tile_m, HAS_AFFINE=gamma is not None, UPDATE=update, CUMULATIVE=momentum is None, BLOCK_C=block_c,
+    )
+    return out[0].clone(), out[1].clone(), out[2].clone(), out[3].clone()
+
+
+def bn_finalize_reference(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var, num_batches_tracked,
+                          momentum, eps):
+    """Torch twin of :func:`bn_finalize` (same merge order and update rule)."""
+    r, c = _check(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var)
+    counts = torch.full((r,), float(tile_m), dtype=torch.float64, device=psum.device)
+    counts[-1] = m - (r - 1) * tile_m
+    s = psum.double()
+    total = counts.sum()
+    mean = s.sum(0) / total
+    tile_mean = s / counts[:, None]
+    m2 = pm2.double().sum(0) + (counts[:, None] * (tile_mean - mean) ** 2).sum(0)
+    var = m2 / total
+    invstd = torch.rsqrt(var + eps)
+    g = gamma.double() if gamma is not None else torch.ones_like(mean)
+    b = beta.double() if beta is not None else torch.zeros_like(mean)
+    scale = g * invstd
+    shift = b - mean * scale
+    if running_mean is not None and running_var is not None:
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+        f = (1.0 / float(num_batches_tracked)) if momentum is None else momentum
+        with torch.no_grad():
+            running_mean.copy_((1 - f) * running_mean.double() + f * mean)
+            running_var.copy_((1 - f) * running_var.double() + f * var * total / (total - 1))
+    return mean.float(), invstd.float(), scale.float(), shift.float()
+
+
+def bn_eval_coefficients(gamma, beta, running_mean, running_var, eps):
+    """``(mean, invstd, scale, shift)`` of an eval-mode BatchNorm (running statistics), fp32."""
+    mean = running_mean.float()
+    invstd = torch.rsqrt(running_var.float() + eps)
+    g = gamma.float() if gamma is not None else torch.ones_like(mean)
+    b = beta.float() if beta is not None else torch.zeros_like(mean)
+    scale = g * invstd
+    return mean, invstd, scale, b - mean * scale
+
+
+# ---------------------------------------------------------------------------------- operator
+_op = torch.library.triton_op("fastlift::bn_finalize",
+                              mutates_args=("running_mean", "running_var", "num_batches_tracked"))(bn_finalize_launch)
+_op.register_kernel("cpu")(bn_finalize_reference)
+
+
+def bn_finalize(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var, num_batches_tracked, momentum, eps):
+    """Registered operator ``fastlift::bn_finalize`` (or the launcher under the CPU interpreter)."""
+    if use_launcher(psum):
+        return bn_finalize_launch(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var, num_batches_tracked,
+                                  momentum, eps)
+    return torch.ops.fastlift.bn_finalize(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var,
+                                          num_batches_tracked, momentum, eps)

@@ -325,6 +325,12 @@ def lift_sequence(model: nn.Module, keypoints, batch_frames: int | None = None) 
 
 
 # ---------------------------------------------------------------------- cost model
+def _check_sizes(num_joints_in, in_features, num_joints_out, channels) -> None:
+    for name, value in (("num_joints_in", num_joints_in), ("in_features", in_features),
+                        ("num_joints_out", num_joints_out), ("channels", channels)):
+        _check_positive_int(name, value)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (16,952,371 for the 243-frame, 17-joint model)."""
     return sum(p.numel() for p in model.parameters())
@@ -339,6 +345,7 @@ def flops_per_frame(num_joints_in: int, in_features: int, num_joints_out: int, f
     243-frame 17-joint model.
     """
     fw = validate_filter_widths(filter_widths)
+    _check_sizes(num_joints_in, in_features, num_joints_out, channels)
     macs = fw[0] * num_joints_in * in_features * channels
     dilation = fw[0]
     for w in fw[1:]:
@@ -354,6 +361,7 @@ def architecture_summary(num_joints_in: int = 17, in_features: int = 2, num_join
                          dense: bool = False, causal: bool = False) -> dict:
     """Parameters, FLOPs/frame, receptive field and weight bytes of an architecture (no model built)."""
     fw = validate_filter_widths(filter_widths)
+    _check_sizes(num_joints_in, in_features, num_joints_out, channels)
     c = channels
     params = fw[0] * num_joints_in * in_features * c + 2 * c  # expand conv + expand BN affine
     dilation = fw[0]

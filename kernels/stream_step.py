@@ -1,0 +1,308 @@
+"""Fused Triton kernel for one layer of a streaming step, its launcher, and the whole-step runner.
+
+A streaming step advances ``N`` streams by one frame each. Every layer of the lifter is one
+launch of :func:`_stream_layer_kernel` over all ``N`` rows (one row per stream):
+
+1. gather the layer's taps from a per-slot ring buffer by ``(slot, (t - lag) mod L)``
+   (the expand layer takes its newest tap straight from the new input frames),
+2. one GEMM ``[N x taps*C_in] . [taps*C_in x C_out]`` accumulated in fp32,
+3. epilogue: ``+ bias``, ReLU, ``+ residual`` (the block input's centre tap, or its newest tap
+   for causal models, read from the block input's ring: no extra buffer),
+4. store into the next layer's ring at ``(slot, t mod L)``, or into a plain ``(N, C_out)`` buffer
+   when the next layer is a 1x1 conv that needs no history.
+
+A *fresh* row (the first frame of a stream) writes its result into every position of the next
+ring. Because the whole-sequence path replicates a sequence's first frame on the left, every
+activation of a stream before its first frame equals the network's response to that constant
+frame; filling the rings with it on the first push makes streaming exactly equal to
+whole-sequence inference, for one frame of work.
+
+Row metadata ``meta`` is an ``int64`` tensor ``(3, meta_stride)``: ``meta[0]`` slot index,
+``meta[1]`` the row's frame time ``t`` (number of frames the stream had before this one),
+``meta[2]`` fresh flag (non-zero on a stream's first frame). Rows beyond the real streams (CUDA
+graph bucket padding) point at a dummy slot whose state nobody reads.
+
+Ring layout: ``(slots, L, C)`` contiguous, channel-contiguous, ``L = span + 1`` where
+``span = (taps - 1) * dilation`` of the layer that reads it. The extra entry holds the newest
+frame, so every tap of a step is read from the ring while the write of the step's new frame
+(position ``t mod L``) never aliases a tap another program of the same launch still reads.
+
+Limitations: dtypes fp16 / bf16 / fp32 (fp32 uses TF32 only if
+``torch.backends.cuda.matmul.allow_tf32`` is set, IEEE fp32 otherwise); CPU tensors only under
+``TRITON_INTERPRET=1`` (set before triton is imported). Not registered as a ``torch.library``
+op: the step mutates engine-owned ring state in place and is meant to be called (and CUDA-graph
+captured) by :class:`fastlift.streaming.StreamingLifter`, not traced by ``torch.compile``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["StreamLayer", "stream_layer", "stream_step", "pick_blocks", "interpreter_active", "SUPPORTED_DTYPES"]
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@triton.jit
+def _stream_layer_kernel(
+    src_ptr,   # SRC_RING: (slots, l_src, c_in) ring of the layer input; else (n_rows, c_in) plain rows
+    x_ptr,     # NEWEST_FROM_X: (n_rows, c_in) the new input frame of each row; unused otherwise
+    w_ptr,     # (taps * c_in, c_out) BN-folded weight, tap-major rows (tap k has lag (taps-1-k)*dil)
+    b_ptr,     # (c_out,) fp32 folded bias
+    res_ptr,   # HAS_RES: (slots, l_res, c_out) ring of the block input (residual source); unused otherwise
+    dst_ptr,   # DST_RING: (slots, l_dst, c_out) ring of the next layer's input; else (n_rows, c_out)
+    meta_ptr,  # (3, meta_stride) int64: slot, frame time t, fresh flag per row
+    n_rows, c_in, c_out, taps, dil, l_src, l_res, res_lag, l_dst, meta_stride,
+    SRC_RING: tl.constexpr, NEWEST_FROM_X: tl.constexpr, HAS_RES: tl.constexpr, DST_RING: tl.constexpr,
+    RELU: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    rows64 = rows.to(tl.int64)
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < c_out
+    ks = tl.arange(0, BLOCK_K)
+
+    slot = tl.load(meta_ptr + rows64, mask=row_ok, other=0).to(tl.int64)
+    t = tl.load(meta_ptr + meta_stride + rows64, mask=row_ok, other=0).to(tl.int64)
+    fresh = (tl.load(meta_ptr + 2 * meta_stride + rows64, mask=row_ok, other=0) != 0) & row_ok
+
+    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
+    for k in range(0, taps):
+        lag = (taps - 1 - k) * dil
+        if SRC_RING:
+            # lag <= span < l_src, so adding l_src keeps the operand of % non-negative.
+            pos = (t % l_src + l_src - lag) % l_src
+            a_row = (slot * l_src + pos) * c_in
+        else:
+            a_row = rows64 * c_in
+        if NEWEST_FROM_X:
+            # The newest tap (and, on a stream's first frame, every tap) is the new input frame.
+            use_x = fresh | ((tl.zeros((BLOCK_N,), dtype=tl.int32) + lag) == 0)
+        for k0 in range(0, c_in, BLOCK_K):
+            kk = k0 + ks
+            k_ok = kk < c_in
+            if NEWEST_FROM_X:
+                a = tl.load(src_ptr + a_row[:, None] + kk[None, :],
+                            mask=(row_ok & ~use_x)[:, None] & k_ok[None, :], other=0.0)
+                a += tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :],
+                             mask=(row_ok & use_x)[:, None] & k_ok[None, :], other=0.0)
+            else:
+                a = tl.load(src_ptr + a_row[:, None] + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            w_rows = (k * c_in + kk).to(tl.int64)
+            b = tl.load(w_ptr + w_rows[:, None] * c_out + cols[None, :], mask=k_ok[:, None] & col_ok[None, :],
+                        other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+
+    acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    ok2 = row_ok[:, None] & col_ok[None, :]
+    if HAS_RES:
+        rpos = (t % l_res + l_res - res_lag) % l_res
+        r_row = (slot * l_res + rpos) * c_out
+        acc += tl.load(res_ptr + r_row[:, None] + cols[None, :], mask=ok2, other=0.0).to(tl.float32)
+    out = acc.to(dst_ptr.dtype.element_ty)
+
+    if DST_RING:
+        d_row = (slot * l_dst + t % l_dst) * c_out
+        tl.store(dst_ptr + d_row[:, None] + cols[None, :], out, mask=ok2)
+        if tl.max(fresh.to(tl.int32), axis=0) > 0:
+            # First frame of a stream: its whole history is the constant response (module doc).
+            fmask = fresh[:, None] & col_ok[None, :]
+            for p in range(0, l_dst):
+                tl.store(dst_ptr + ((slot * l_dst + p) * c_out)[:, None] + cols[None, :], out, mask=fmask)
+    else:
+        tl.store(dst_ptr + rows64[:, None] * c_out + cols[None, :], out, mask=ok2)
+
+    if NEWEST_FROM_X:
+        if pid_c == 0:
+            # One program per row tile records the new input frame in the input ring. Programs of
+            # this launch read that ring only at lags >= 1 (positions != t mod l_src) or, for fresh
+            # rows, not at all, so the write cannot race with a read.
+            any_fresh = tl.max(fresh.to(tl.int32), axis=0) > 0
+            for k0 in range(0, c_in, BLOCK_K):
+                kk = k0 + ks
+                m = row_ok[:, None] & (kk < c_in)[None, :]
+                xv = tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :], mask=m, other=0.0)
+                s_row = (slot * l_src + t % l_src) * c_in
+                tl.store(src_ptr + s_row[:, None] + kk[None, :], xv, mask=m)
+                if any_fresh:
+                    fm = fresh[:, None] & (kk < c_in)[None, :]
+                    for p in range(0, l_src):
+                        tl.store(src_ptr + ((slot * l_src + p) * c_in)[:, None] + kk[None, :], xv, mask=fm)
+
+
+def interpreter_active() -> bool:
+    """True when this module's kernel *and* triton's own library functions run under the interpreter.
+
+    Triton decides per ``@triton.jit`` decoration, at import time; if ``triton.language`` was
+    imported before ``TRITON_INTERPRET=1`` was set, its helpers (``tl.max`` ...) stay compiled
+    and the interpreter cannot run this kernel, so both must agree.
+    """
+    return (type(_stream_layer_kernel).__name__ == "InterpretedFunction"
+            and type(tl.max).__name__ == "InterpretedFunction")
+
+
+def pick_blocks(n_rows: int, c_out: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """Tile sizes ``(BLOCK_N, BLOCK_C, BLOCK_K, num_warps)`` for ``n_rows`` streams.
+
+    Few streams make the layer a weight-streaming GEMV, so narrow column tiles spread the
+    weight read over more programs; many streams get taller tiles for weight reuse. ``tl.dot``
+    needs every tile dimension >= 16. Untuned (no GPU was available when this was written).
+    """
+    block_n = 16 if n_rows <= 16 else (32 if n_rows <= 32 else 64)
+    if n_rows <= 16:
+        block_c = 32
+    elif n_rows <= 128:
+        block_c = 64
+    else:
+        block_c = 128
+    block_c = max(16, min(block_c, triton.next_power_of_2(c_out)))
+    block_k = 32 if dtype == torch.float32 else 64
+    num_warps = 4 if block_n * block_c <= 4096 else 8
+    return block_n, block_c, block_k, num_warps
+
+
+@dataclass
+class StreamLayer:
+    """One launch of the step: a BN-folded conv reading a ring (or plain rows) and writing the next.
+
+    Attributes:
+        weight: ``(taps * c_in, c_out)`` contiguous, the step dtype.
+        bias: ``(c_out,)`` fp32 contiguous.
+        taps, dilation: kernel width and frame spacing of the taps.
+        src: ``(slots, L_src, c_in)`` ring when ``src_ring`` else ``(rows, c_in)`` buffer.
+        dst: ``(slots, L_dst, c_out)`` ring when ``dst_ring`` else ``(rows, c_out)`` buffer.
+        x: ``(rows, c_in)`` new input frames when the newest tap comes from the input (expand layer).
+        res: ``(slots, L_res, c_out)`` ring of the block input when the layer adds a residual.
+        res_lag: frames between the step's newest frame and the residual tap.
+        relu: apply ReLU before the residual add.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    taps: int
+    dilation: int
+    src: torch.Tensor
+    src_ring: bool
+    dst: torch.Tensor
+    dst_ring: bool
+    relu: bool
+    x: torch.Tensor | None = None
+    res: torch.Tensor | None = None
+    res_lag: int = 0
+
+
+def _fail(name: str, expected: str, got) -> ValueError:
+    return ValueError(f"{name}: expected {expected}, got {got}")
+
+
+def _validate(layer: StreamLayer, meta: torch.Tensor, n_rows: int) -> None:
+    w, b = layer.weight, layer.bias
+    dev = w.device
+    if w.dim() != 2 or not w.is_contiguous():
+        raise _fail("weight", "a contiguous (taps * c_in, c_out) matrix", f"shape {tuple(w.shape)}, contiguous={w.is_contiguous()}")
+    if w.dtype not in SUPPORTED_DTYPES:
+        raise _fail("weight", f"dtype in {SUPPORTED_DTYPES}", w.dtype)
+    if layer.taps < 1 or layer.dilation < 1 or w.shape[0] % layer.taps:
+        raise _fail("taps/dilation", f"positive integers with taps dividing weight rows {w.shape[0]}",
+                    f"taps={layer.taps}, dilation={layer.dilation}")
+    c_in, c_out = w.shape[0] // layer.taps, w.shape[1]
+    if b.shape != (c_out,) or b.dtype != torch.float32 or not b.is_contiguous():
+        raise _fail("bias", f"a contiguous fp32 ({c_out},) vector", f"shape {tuple(b.shape)}, dtype {b.dtype}")
+    if meta.dtype != torch.int64 or meta.dim() != 2 or meta.shape[0] != 3 or meta.stride(1) != 1 or meta.shape[1] < n_rows:
+        raise _fail("meta", f"an int64 (3, >= {n_rows}) tensor with contiguous rows",
+                    f"dtype {meta.dtype}, shape {tuple(meta.shape)}, strides {meta.stride()}")
+    tensors = {"weight": w, "bias": b, "src": layer.src, "dst": layer.dst, "meta": meta}
+    if layer.x is not None:
+        tensors["x"] = layer.x
+    if layer.res is not None:
+        tensors["res"] = layer.res
+    for name, tns in tensors.items():
+        if tns.device != dev:
+            raise _fail(name, f"a tensor on {dev} (the weight's device)", f"device {tns.device}")
+        if not tns.is_contiguous():
+            raise _fail(name, "a contiguous tensor", f"strides {tns.stride()} for shape {tuple(tns.shape)}")
+    if dev.type == "cpu" and not interpreter_active():
+        raise ValueError("stream_layer: CPU tensors need the Triton interpreter; set TRITON_INTERPRET=1 before "
+                         "triton is first imported in the process (or use the torch path of StreamingLifter)")
+    for name, tns, c, ring in (("src", layer.src, c_in, layer.src_ring), ("dst", layer.dst, c_out, layer.dst_ring)):
+        if tns.dtype != w.dtype:
+            raise _fail(name, f"dtype {w.dtype} (the weight's)", tns.dtype)
+        if ring and (tns.dim() != 3 or tns.shape[2] != c):
+            raise _fail(name, f"a ring (slots, L, {c})", f"shape {tuple(tns.shape)}")
+        if not ring and (tns.dim() != 2 or tns.shape[1] != c or tns.shape[0] < n_rows):
+            raise _fail(name, f"a (>= {n_rows}, {c}) row buffer", f"shape {tuple(tns.shape)}")
+    span = (layer.taps - 1) * layer.dilation
+    if layer.src_ring and layer.src.shape[1] < span + 1:
+        raise _fail("src", f"a ring of length >= span + 1 = {span + 1}", f"length {layer.src.shape[1]}")
+    if not layer.src_ring and layer.taps != 1:
+        raise _fail("taps", "1 when the source is a plain row buffer (no history)", layer.taps)
+    if layer.x is not None:
+        if not layer.src_ring:
+            raise ValueError("x: the newest-tap input needs a ring source to record it in")
+        if layer.x.dtype != w.dtype or layer.x.dim() != 2 or layer.x.shape[1] != c_in or layer.x.shape[0] < n_rows:
+            raise _fail("x", f"a {w.dtype} (>= {n_rows}, {c_in}) tensor", f"dtype {layer.x.dtype}, shape {tuple(layer.x.shape)}")
+    if layer.res is not None:
+        r = layer.res
+        if r.dtype != w.dtype or r.dim() != 3 or r.shape[2] != c_out or not (0 <= layer.res_lag < r.shape[1]):
+            raise _fail("res", f"a {w.dtype} ring (slots, L > res_lag={layer.res_lag}, {c_out})",
+                        f"dtype {r.dtype}, shape {tuple(r.shape)}")
+        if r.data_ptr() == layer.dst.data_ptr():
+            raise ValueError("res: the residual ring must not be the destination (the launch would read what it writes)")
+    if layer.dst.data_ptr() == layer.src.data_ptr():
+        raise ValueError("dst: the destination must not be the source (the launch would read what it writes)")
+    if layer.dst_ring or layer.src_ring or layer.res is not None:
+        rings = [tns.shape[0] for tns, ring in ((layer.src, layer.src_ring), (layer.dst, layer.dst_ring)) if ring]
+        if layer.res is not None:
+            rings.append(layer.res.shape[0])
+        if len(set(rings)) != 1:
+            raise _fail("rings", "the same number of slots in every ring", rings)
+        if n_rows:
+            used = meta[0, :n_rows]
+            if int(used.min()) < 0 or int(used.max()) >= rings[0]:
+                raise _fail("meta[0]", f"slot indices in [0, {rings[0]})", f"range [{int(used.min())}, {int(used.max())}]")
+            if int(meta[1, :n_rows].min()) < 0:
+                raise _fail("meta[1]", "non-negative frame times", int(meta[1, :n_rows].min()))
+
+
+def stream_layer(layer: StreamLayer, meta: torch.Tensor, n_rows: int, validate: bool = True) -> None:
+    """Launch one layer of a streaming step over rows ``0 .. n_rows-1`` (in place, returns nothing).
+
+    ``meta``: ``(3, >= n_rows)`` int64 (slot, frame time, fresh flag per row). ``validate=False``
+    skips the checks (the engine validates its launch plan once, then replays it).
+    """
+    if validate:
+        _validate(layer, meta, n_rows)
+    if n_rows == 0:
+        return
+    c_in = layer.weight.shape[0] // layer.taps
+    c_out = layer.weight.shape[1]
+    block_n, block_c, block_k, num_warps = pick_blocks(n_rows, c_out, layer.weight.dtype)
+    precision = "tf32" if (layer.weight.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32) else "ieee"
+    l_src = layer.src.shape[1] if layer.src_ring else 1
+    l_dst = layer.dst.shape[1] if layer.dst_ring else 1
+    res = layer.res if layer.res is not None else layer.dst
+    l_res = layer.res.shape[1] if layer.res is not None else 1
+    x = layer.x if layer.x is not None else layer.src
+    grid = (triton.cdiv(n_rows, block_n), triton.cdiv(c_out, block_c))
+    _stream_layer_kernel[grid](
+        layer.src, x, layer.weight, layer.bias, res, layer.dst, meta,
+        n_rows, c_in, c_out, layer.taps, layer.dilation, l_src, l_res, layer.res_lag, l_dst, meta.stride(0),
+        SRC_RING=layer.src_ring, NEWEST_FROM_X=layer.x is not None, HAS_RES=layer.res is not None,
+        DST_RING=layer.dst_ring, RELU=layer.relu, BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_K=block_k,
+        PRECISION=precision, num_warps=num_warps,
+    )
+
+
+def stream_step(layers: list[StreamLayer], meta: torch.Tensor, n_rows: int, validate: bool = True) -> None:
+    """Run every layer of a step in order (one launch per layer; CUDA-graph capturable)."""
+    for layer in layers:
+        stream_layer(layer, meta, n_rows, validate)

@@ -80,7 +80,10 @@ class FoldedLifter:
         """Copy with weights (and biases) moved/cast; biases stay fp32 unless ``dtype`` is fp64."""
         layers = []
         for l in self.layers:
-            bias_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+            if dtype is None:
+                bias_dtype = l.bias.dtype
+            else:
+                bias_dtype = torch.float64 if dtype == torch.float64 else torch.float32
             layers.append(FoldedConv(l.weight.to(device=device, dtype=dtype), l.bias.to(device=device, dtype=bias_dtype),
                                      l.taps, l.dilation, l.relu, l.res_offset))
         return FoldedLifter(layers, self.num_joints_in, self.in_features, self.num_joints_out, list(self.filter_widths),

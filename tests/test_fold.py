@@ -152,8 +152,6 @@ def test_folded_lifter_to_casts_weights_and_keeps_fp32_biases():
     torch.testing.assert_close(run_folded_torch(half, x), run_folded_torch(folded, x), rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.xfail(strict=True, reason="fold.py bug (reported): FoldedLifter.to(device=...) without a dtype "
-                                      "casts fp64 biases to fp32 while the weights stay fp64")
 def test_folded_lifter_to_device_only_keeps_dtypes():
     m = make([3, 3, 3])
     f = fold_lifter(m, device="cpu")

@@ -65,10 +65,12 @@ def check_same_device(ref_name: str, ref: torch.Tensor, **others) -> None:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """tl.dot input precision: exact fp32 unless torch allows TF32 for matmuls."""
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and not interpreter_active():
-        return "tf32"
-    return "ieee"
+    """tl.dot input precision for fp32 operands: exact ("ieee") unless torch allows TF32 for
+    matmuls (then the kernels follow torch's choice). fp16/bf16 operands always use the tensor
+    cores' native precision with fp32 accumulation; "tf32" is Triton's default value there."""
+    if dtype == torch.float32 and not (torch.backends.cuda.matmul.allow_tf32 and not interpreter_active()):
+        return "ieee"
+    return "tf32"
 
 
 def gemm_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict:

@@ -52,13 +52,29 @@ class _FusedMixin:
 
     def _init_fused(self, impl: str) -> None:
         self.impl = _check_impl(impl)
-        # Dropout seed for the counter-based masks: a device tensor (CUDA-graph safe), not part of
-        # the state_dict so checkpoints stay byte-compatible with the reference layout.
-        self.register_buffer("_dropout_seed", torch.randint(0, 2**62, (1,), dtype=torch.int64), persistent=False)
+        # Optional fixed dropout seed (see set_dropout_seed): a device tensor, not part of the
+        # state_dict so checkpoints stay byte-compatible with the reference layout.
+        self.register_buffer("_dropout_seed", torch.zeros(1, dtype=torch.int64), persistent=False)
+        self._fixed_dropout_seed = False
 
-    def set_dropout_seed(self, seed: int) -> None:
-        """Make the kernels' dropout masks reproducible (the seed advances by one per training step)."""
+    def set_dropout_seed(self, seed: int | None) -> None:
+        """Pin the kernels' dropout masks to ``seed`` (advanced by one per training step).
+
+        By default (``None``) every training step draws its seed from torch's generator of the
+        input's device, so masks follow ``torch.manual_seed`` (and checkpointed RNG states), and
+        DataParallel replicas on different devices draw independent masks.
+        """
+        if seed is None:
+            self._fixed_dropout_seed = False
+            return
         self._dropout_seed.fill_(int(seed))
+        self._fixed_dropout_seed = True
+
+    def _step_seed(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fixed_dropout_seed:
+            return self._dropout_seed
+        # A device-side draw: no host sync, and capturable in CUDA graphs.
+        return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=x.device)
 
     def uses_kernels(self, x: torch.Tensor) -> bool:
         """Whether ``forward(x)`` runs the fused kernels (per ``impl`` and ``x.device``)."""
@@ -113,8 +129,10 @@ class _FusedMixin:
         plan = LifterPlan.from_model(self)
         momenta = tuple(bn.momentum for bn in self._bn_modules())
         training = self.training
-        y = LifterFunction.apply(plan, training, momenta, self.dropout_p, self._dropout_seed, x3, *self._flat_params())
-        if training and self.dropout_p > 0:
+        dropout = training and self.dropout_p > 0
+        seed = self._step_seed(x) if dropout else self._dropout_seed
+        y = LifterFunction.apply(plan, training, momenta, self.dropout_p, seed, x3, *self._flat_params())
+        if dropout and self._fixed_dropout_seed:
             with torch.no_grad():
                 self._dropout_seed.add_(1)
         return y.reshape(b, y.shape[1], self.num_joints_out, 3)

@@ -198,6 +198,14 @@ def test_dropout_reproducible_by_seed_and_advances():
     assert torch.equal(a, b)
     c = fus(x)  # the seed advanced after the previous step
     assert not torch.equal(b, c)
+    # Default: seeds come from torch's generator, so torch.manual_seed reproduces the masks.
+    fus.set_dropout_seed(None)
+    torch.manual_seed(3)
+    d = fus(x)
+    e = fus(x)
+    torch.manual_seed(3)
+    assert torch.equal(fus(x), d)
+    assert not torch.equal(d, e)
 
 
 @pytest.mark.interpreter

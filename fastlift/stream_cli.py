@@ -30,7 +30,12 @@ model: --model loads a checkpoint whose 'model_pos' entry (or the file itself) i
 of a dilated/dense or single-frame lifter; the architecture is inferred from its shapes (give
 --dense for dense checkpoints and --causal for causal ones: neither is visible in the weights).
 Without --model a randomly initialised model is used and the 3D output is meaningless (useful
-for measuring latency and throughput only)."""
+for measuring latency and throughput only).
+
+output: an npz with 'positions_3d' = subject -> action -> list per camera of (T, J_out, 3) float32
+poses (None where the input camera is None), the input's nesting, plus 'metadata'. Each step
+pushes one frame to every active stream; latency is the wall time of that push (synchronised on
+CUDA), throughput is frames / summed push time."""
 
 
 def add_arguments(p) -> None:

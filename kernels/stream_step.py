@@ -41,7 +41,8 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["StreamLayer", "stream_layer", "stream_step", "pick_blocks", "interpreter_active", "SUPPORTED_DTYPES"]
+__all__ = ["StreamLayer", "stream_layer", "stream_step", "validate_layer", "pick_blocks", "interpreter_active",
+           "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -204,7 +205,8 @@ def _fail(name: str, expected: str, got) -> ValueError:
     return ValueError(f"{name}: expected {expected}, got {got}")
 
 
-def _validate(layer: StreamLayer, meta: torch.Tensor, n_rows: int) -> None:
+def validate_layer(layer: StreamLayer, meta: torch.Tensor, n_rows: int) -> None:
+    """Check one launch's operands (shapes, dtypes, devices, contiguity, aliasing, slot range); raise ValueError."""
     w, b = layer.weight, layer.bias
     dev = w.device
     if w.dim() != 2 or not w.is_contiguous():
@@ -280,7 +282,7 @@ def stream_layer(layer: StreamLayer, meta: torch.Tensor, n_rows: int, validate: 
     skips the checks (the engine validates its launch plan once, then replays it).
     """
     if validate:
-        _validate(layer, meta, n_rows)
+        validate_layer(layer, meta, n_rows)
     if n_rows == 0:
         return
     c_in = layer.weight.shape[0] // layer.taps

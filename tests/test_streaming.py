@@ -118,6 +118,32 @@ def test_fp32_17_joints_matches_reference():
     torch.testing.assert_close(eng.stream_sequence(seq), ref, rtol=1e-4, atol=1e-5)
 
 
+def test_cpu_fp32_onednn_and_addmm_paths_agree(monkeypatch):
+    import fastlift.streaming as streaming
+
+    m = make_model([3, 3, 3], False, channels=512, dtype=torch.float32)  # big enough for oneDNN layers
+    fast = StreamingLifter(m, 3)
+    assert fast._onednn == streaming._onednn_linear_ok()
+    if not fast._onednn:
+        pytest.skip("oneDNN linear not available in this torch build")
+    # the block convs take the oneDNN path, the small expand/shrink layers stay on addmm
+    assert [op.onednn for op in fast._ops] == [False, True, True, True, True, False]
+    monkeypatch.setattr(streaming, "_onednn_linear_ok", lambda: False)
+    plain = StreamingLifter(m, 3)
+    assert not plain._onednn
+    seqs = [random_seq(30, i, dtype=torch.float32) * 3 for i in range(3)]
+    for eng in (fast, plain):
+        for _ in range(3):
+            eng.open()
+    for t in range(30):
+        frames = torch.stack([s[t] for s in seqs])
+        a, b = fast.push(torch.tensor([2, 0, 1]), frames), plain.push(torch.tensor([2, 0, 1]), frames)
+        assert torch.equal(a.slots, b.slots) and torch.equal(a.frame_index, b.frame_index)
+        torch.testing.assert_close(a.poses, b.poses, rtol=1e-4, atol=1e-5)
+    for s in (1, 2, 0):
+        torch.testing.assert_close(fast.close(s).poses, plain.close(s).poses, rtol=1e-4, atol=1e-5)
+
+
 def test_fp64_engine_from_fp32_model_folds_in_fp64():
     m32 = make_model([3, 3], True, dtype=torch.float32)
     m64 = make_model([3, 3], True, dtype=torch.float64)

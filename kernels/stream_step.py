@@ -288,7 +288,9 @@ def stream_layer(layer: StreamLayer, meta: torch.Tensor, n_rows: int, validate: 
     c_in = layer.weight.shape[0] // layer.taps
     c_out = layer.weight.shape[1]
     block_n, block_c, block_k, num_warps = pick_blocks(n_rows, c_out, layer.weight.dtype)
-    precision = "tf32" if (layer.weight.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32) else "ieee"
+    # TF32 only where torch itself would use it for fp32 matmuls (and the target has it: not ROCm).
+    tf32 = layer.weight.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and torch.version.hip is None
+    precision = "tf32" if tf32 else "ieee"
     l_src = layer.src.shape[1] if layer.src_ring else 1
     l_dst = layer.dst.shape[1] if layer.dst_ring else 1
     res = layer.res if layer.res is not None else layer.dst

@@ -168,7 +168,7 @@ def test_pick_blocks_respects_tl_dot_minimums():
         for c in (9, 51, 1024):
             bn, bc, bk, warps = ks.pick_blocks(n, c, torch.float32)
             assert min(bn, bc, bk) >= 16 and warps in (4, 8)
-            assert bn >= min(n, 64) or bn == 64
+            assert bn >= min(n, 64)  # up to 64 streams fit one row tile
 
 
 # ---------------------------------------------------------------------------- engine (triton backend)

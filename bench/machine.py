@@ -1,0 +1,141 @@
+"""Where a number came from: device resolution, a stable device slug, machine facts, peaks."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+
+import torch
+
+from fastlift.bench.peaks import lookup_peaks
+
+__all__ = ["resolve_device", "device_name", "cpu_model_name", "cpu_cores", "device_slug", "machine_info", "slugify"]
+
+
+def resolve_device(spec: str | None = None) -> torch.device:
+    """``None``/``"auto"``: the current accelerator if torch sees one, else the CPU; otherwise
+    ``torch.device(spec)`` (validated: an accelerator that is not available is an error)."""
+    if spec in (None, "", "auto"):
+        acc = getattr(torch, "accelerator", None)
+        if acc is not None and acc.is_available():
+            dev = acc.current_accelerator()
+            if dev is not None:
+                return torch.device(dev.type, torch.accelerator.current_device_index())
+        if torch.cuda.is_available():  # torch without torch.accelerator
+            return torch.device(torch.cuda.current_device())
+        return torch.device("cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec}: CUDA is not available on this machine (torch {torch.__version__}); "
+                             f"use --device cpu")
+        if dev.index is None:
+            dev = torch.device(dev.type, torch.cuda.current_device())
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {spec}: only cpu and cuda devices are benchmarked, got {dev.type}")
+    return dev
+
+
+def cpu_model_name() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo`` ``model name``), or ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
+def cpu_cores() -> int:
+    """CPUs this process may run on (the affinity mask in containers), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model_name() or "generic"
+
+
+def slugify(text: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return re.sub(r"-{2,}", "-", s)
+
+
+def _cpu_slug_name(name: str) -> str:
+    n = re.sub(r"\((r|tm|c)\)", " ", name, flags=re.I)
+    n = re.sub(r"@.*$", " ", n)  # clock speed
+    n = re.sub(r"\b(cpu|processor|\d+-core)\b", " ", n, flags=re.I)
+    return slugify(n) or "generic"
+
+
+def device_slug(device: torch.device | str, name: str | None = None, cores: int | None = None) -> str:
+    """File-name slug of a device: ``nvidia-h100-80gb-hbm3`` for a GPU, ``cpu-<model>-<N>c`` for a
+    CPU (``cpu-generic-2c`` when the model name is unknown). ``name``/``cores`` override the
+    detected values (used by tests and by results from other machines)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return slugify(name if name is not None else device_name(device)) or "cuda-generic"
+    cpu_name = name if name is not None else cpu_model_name()
+    return f"cpu-{_cpu_slug_name(cpu_name) if cpu_name else 'generic'}-{cores if cores is not None else cpu_cores()}c"
+
+
+def _git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+def machine_info(device: torch.device) -> dict:
+    """Device name, slug, versions, CPU facts, precision flags and the peak table entry.
+
+    Builds on :func:`fastlift.bench.bench_stream.machine_info` (the streaming benchmark's record of
+    the host) and adds what the suite's tables need.
+    """
+    from fastlift import __version__
+    from fastlift.bench.bench_stream import machine_info as host_info
+
+    info = dict(host_info(device))
+    info.update({
+        "device_type": device.type,
+        "device_name": device_name(device),
+        "slug": device_slug(device),
+        "cpu_cores": cpu_cores(),
+        "fastlift": __version__,
+        "git_commit": _git_commit(),
+        "platform": platform.platform(),
+    })
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update({
+            "cuda": torch.version.cuda,
+            "capability": f"{props.major}.{props.minor}",
+            "sm_count": props.multi_processor_count,
+            "gpu_memory_gb": round(props.total_memory / 1e9, 1),
+            "cudnn": torch.backends.cudnn.version(),
+        })
+        peaks = lookup_peaks(info["device_name"])
+        info["peaks"] = peaks if peaks is not None else "unknown"
+    else:
+        info["peaks"] = None  # CPUs: achieved GFLOP/s only
+    return info

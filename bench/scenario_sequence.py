@@ -1,0 +1,125 @@
+"""Scenario ``sequence``: whole-sequence inference (``T`` frames in, ``T`` poses out).
+
+Every case lifts ``batch`` random-walk keypoint sequences of ``frames`` frames with the
+reference's edge padding (:func:`fastlift.reference.lift_sequence` semantics) and measures:
+
+* ``reference-fp32`` — the reference ``TemporalModel`` in eval mode, eager, strict fp32 (TF32
+  off); this is also the output every other variant is checked against;
+* ``reference-tf32`` (CUDA) — the same with TF32 convolutions/matmuls (torch's default for
+  cuDNN convolutions);
+* ``reference-autocast-bf16`` (CUDA) — the reference under ``torch.autocast(dtype=bfloat16)``;
+* ``compile-reference-fp32`` — ``torch.compile(reference)`` (inductor, default mode; the first
+  call's time is recorded as ``compile_s``);
+* ``fastlift-<precision>`` — :func:`fastlift.fuse` (BN folded) ``.lift``: on CUDA the fused
+  Triton kernels in fp32 / tf32 / fp16 / bf16; on CPU ``impl="auto"``, i.e. the folded model in
+  pure torch (the Triton CPU interpreter is never benchmarked).
+
+Work per call: ``batch * frames`` output frames, ``batch * frames * flops_per_frame`` model FLOPs
+(the paper's amortised count; edge-padding rows are not counted as useful work).
+"""
+from __future__ import annotations
+
+import torch
+
+from fastlift import reference as R
+from fastlift.bench.harness import BenchContext, Variant, make_reference, math_mode, measure_case, random_walk
+
+__all__ = ["run", "case_name", "build_variants"]
+
+SCENARIO = "sequence"
+
+
+def case_name(arc, batch: int, frames: int) -> str:
+    rf = 1
+    for w in arc:
+        rf *= w
+    return f"{rf}f B={batch} T={frames}"
+
+
+def _compiled(ctx: BenchContext, key, model):
+    """One ``torch.compile`` wrapper per model, reused across that model's cases (later shapes
+    recompile once with dynamic lengths instead of compiling from scratch)."""
+    if key not in ctx.compiled_cache:
+        ctx.compiled_cache[key] = torch.compile(model)
+    return ctx.compiled_cache[key]
+
+
+def build_variants(ctx: BenchContext, ref: torch.nn.Module, x: torch.Tensor, key) -> list[Variant]:
+    import fastlift
+
+    dev = ctx.device
+    cuda = ctx.is_cuda
+    variants = [Variant("reference-fp32", "reference", "fp32", lambda: (lambda: R.lift_sequence(ref, x)),
+                        baseline=True, label="reference eager fp32")]
+    if cuda:
+        variants.append(Variant("reference-tf32", "reference", "tf32", lambda: (lambda: R.lift_sequence(ref, x)),
+                                baseline=True, label="reference eager, TF32 on"))
+
+        def autocast():
+            def fn():
+                with torch.autocast(dev.type, dtype=torch.bfloat16):
+                    return R.lift_sequence(ref, x)
+            return fn
+
+        variants.append(Variant("reference-autocast-bf16", "reference", "bf16", autocast, baseline=True,
+                                label="reference eager, autocast bf16"))
+    if ctx.compile:
+        def compiled():
+            cm = _compiled(ctx, ("sequence",) + key, ref)
+            return lambda: R.lift_sequence(cm, x)
+
+        variants.append(Variant("compile-reference-fp32", "compile", "fp32", compiled, baseline=True,
+                                label="torch.compile(reference) fp32"))
+    dtypes = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    for prec in ctx.precisions:
+        if not cuda and prec != "fp32":
+            continue  # reported once by the suite: CPU runs fastlift in fp32 only
+
+        def make(prec=prec):
+            impl = "triton" if cuda else "auto"
+            fused = fastlift.fuse(ref, dtype=dtypes[prec], impl=impl)
+            if not cuda and fused.uses_kernels(x):
+                raise RuntimeError("refusing to benchmark the Triton CPU interpreter (TRITON_INTERPRET is set)")
+            return lambda: fused.lift(x)
+
+        variants.append(Variant(f"fastlift-{prec}", "fastlift", prec, make,
+                                label=f"fastlift fuse({prec}) {'Triton' if cuda else 'torch (CPU)'}"))
+    return variants
+
+
+def run(ctx: BenchContext, budget=None, extra_variants=None) -> list[dict]:
+    """Measure every sequence case of ``ctx.plan``; ``extra_variants(ref, x) -> [Variant]`` adds
+    variants to each case (used by the tests to inject a wrong implementation)."""
+    budget = budget or ctx.budget
+    out = []
+    models = {}
+    plan = ctx.plan
+    for case in plan.sequence_cases:
+        arc, batch, frames = tuple(case["arc"]), int(case["batch"]), int(case["frames"])
+        name = case_name(arc, batch, frames)
+        arch = R.architecture_summary(17, 2, 17, list(arc), plan.channels)
+        params = {"arc": list(arc), "receptive_field": arch["receptive_field"], "batch": batch, "frames": frames,
+                  "channels": plan.channels, "flops_per_frame": arch["flops_per_frame"], "mode": "whole sequence"}
+        if arc not in models:
+            models[arc] = make_reference(arc, plan.channels, seed=ctx.seed, device=ctx.device)
+        ref = models[arc]
+        x = random_walk(batch, frames, seed=ctx.seed + frames + batch, device=ctx.device)
+        expected = None
+        if budget.expired():
+            ctx.log(f"sequence {name}: skipped (time budget)")
+        else:
+            ctx.log(f"sequence {name}: reference output ...")
+            with math_mode("fp32"):
+                expected = R.lift_sequence(ref, x)
+        variants = build_variants(ctx, ref, x, (arc,))
+        if extra_variants is not None:
+            variants += list(extra_variants(ref, x))
+        recs = measure_case(ctx, SCENARIO, name, params, variants, expected=expected, frames_per_call=batch * frames,
+                            flops_per_call=float(batch) * frames * arch["flops_per_frame"], budget=budget)
+        for r in recs:
+            if r["status"] == "ok":
+                ctx.log(f"  {r['variant']:<26} {r['frames_per_s']:>12.0f} frames/s  {r['tflops'] * 1e3:9.1f} GFLOP/s"
+                        + (f"  compile {r['compile_s']:.1f} s" if r["compile_s"] else ""))
+        out += recs
+        del x, expected
+    return out

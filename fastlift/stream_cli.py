@@ -69,8 +69,10 @@ def add_arguments(p) -> None:
 
 # ---------------------------------------------------------------------- input
 def normalize_screen(x: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Pixels -> VideoPose3D screen coordinates: ``[0, w] -> [-1, 1]`` keeping the aspect ratio."""
-    return (x / w * 2 - np.array([1.0, h / w], dtype=np.float64)).astype(np.float32)
+    """Pixels -> VideoPose3D screen coordinates (``[0, w] -> [-1, 1]``, aspect kept), float32."""
+    from fastlift.camera import normalize_screen_coordinates
+
+    return np.asarray(normalize_screen_coordinates(np.asarray(x, dtype=np.float32), w=w, h=h), dtype=np.float32)
 
 
 def read_sequences(path, resolution=None) -> tuple[list[tuple[str, str, int, np.ndarray | None]], str]:
@@ -342,7 +344,9 @@ def run(args) -> int:
         cams.append(None if x is None else positions_3d[subject][action][cam])
     out_path = Path(args.output) if args.output else Path(Path(args.input).stem + "_stream_3d.npz")
     _write_npz(out_path, positions_3d=_obj(nested),
-               metadata=_obj({"num_joints": engine.num_joints_out, "source": str(args.input), "note": note,
+               metadata=_obj({"num_joints": engine.num_joints_out,
+                              "layout_name": "h36m" if engine.num_joints_out == 17 else f"{engine.num_joints_out}-joint",
+                              "source": str(args.input), "note": note, "test_time_augmentation": False,
                               "random_model": random, "receptive_field": engine.receptive_field,
                               "causal": engine.causal}))
 

@@ -517,7 +517,6 @@ def _write_inputs(tmp_path, with_video_meta=True):
 @pytest.mark.parametrize("causal,streams", [(False, 2), (True, 5)])
 def test_stream_cli_writes_whole_sequence_equal_output(tmp_path, capsys, causal, streams):
     from fastlift.cli import main
-    from fastlift.stream_cli import normalize_screen
 
     path, pos = _write_inputs(tmp_path)
     model = make_model([3, 3, 3], causal, channels=16, dtype=torch.float32, j_in=17, j_out=17)
@@ -537,7 +536,7 @@ def test_stream_cli_writes_whole_sequence_equal_output(tmp_path, capsys, causal,
     assert set(res) == {"vid_a", "S9"} and res["S9"]["Walk 1"][1] is None
     for subject, action, cam, norm in [("vid_a", "custom", 0, True), ("S9", "Walk 1", 0, False), ("S9", "Walk 1", 2, False)]:
         x = pos[subject][action][cam]
-        x = normalize_screen(x, 640, 480) if norm else x
+        x = (x / 640 * 2 - np.array([1, 480 / 640])).astype(np.float32) if norm else x  # VideoPose3D screen coords
         ref = lift_sequence(model, torch.from_numpy(x)).numpy()
         assert res[subject][action][cam].shape == ref.shape and res[subject][action][cam].dtype == np.float32
         # fp32 accumulation-order differences scale with the activations (pixel inputs are large)

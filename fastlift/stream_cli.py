@@ -7,8 +7,9 @@ through the file's sequences), optionally paced at the data's frame rate. Prints
 latency percentiles and throughput and writes the 3D poses as ``positions_3d``: subject ->
 action -> list per camera of ``(T, J_out, 3)`` float32 arrays (the input's nesting).
 
-The npz is read directly with numpy (``allow_pickle=True``): only ``positions_2d`` and, when
-present, ``metadata['video_metadata']`` (per-video ``w``/``h`` used for normalisation).
+The file is read with :func:`fastlift.data.io.read_keypoints` (``positions_2d`` and
+``metadata``, checked); ``metadata['video_metadata']`` (per-video ``w``/``h``), when present,
+normalises the coordinates.
 """
 from __future__ import annotations
 
@@ -76,58 +77,33 @@ def normalize_screen(x: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def read_sequences(path, resolution=None) -> tuple[list[tuple[str, str, int, np.ndarray | None]], str]:
-    """Read ``positions_2d`` as a flat list of ``(subject, action, camera, (T, J, 2) array or None)``.
+    """Read a 2D file as a flat list of ``(subject, action, camera, (T, J, 2) float32 array or None)``.
 
-    Returns the list and a note saying how the coordinates were normalised.
+    The file is read and checked (layout, shapes, NaN/inf) by :func:`fastlift.data.io.read_keypoints`;
+    coordinates are then normalised with ``resolution`` (W, H) if given, else with the file's
+    ``video_metadata`` entry for the subject if it has one, else used as stored. Returns the
+    list and a note saying which.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--input: no such file: {str(path)!r}")
-    try:
-        npz = np.load(path, allow_pickle=True)
-    except Exception as exc:  # not a zip/npy file
-        raise ValueError(f"--input: {str(path)!r} is not a readable npz file ({exc})") from None
-    with npz:
-        if "positions_2d" not in npz.files:
-            raise ValueError(f"--input: {str(path)!r} has no 'positions_2d' entry (entries: {npz.files})")
-        raw = npz["positions_2d"]
-        raw = raw.item() if raw.dtype == object and raw.shape == () else raw
-        meta = npz["metadata"].item() if "metadata" in npz.files else {}
-    if not isinstance(raw, dict) or not raw:
-        raise ValueError(f"--input: positions_2d should be a non-empty dict subject -> action -> list of (T, J, 2) "
-                         f"arrays, got {type(raw).__name__}")
-    video_meta = meta.get("video_metadata", {}) if isinstance(meta, dict) else {}
+    from fastlift.data.io import read_keypoints
+
+    kp = read_keypoints(path)
+    video_meta = kp.metadata.get("video_metadata") or {}
     seqs, normalised = [], set()
-    joints = None
-    for subject, actions in raw.items():
-        if not isinstance(actions, dict):
-            raise ValueError(f"--input: positions_2d[{subject!r}] should be a dict action -> list of arrays, got "
-                             f"{type(actions).__name__}")
+    for subject, actions in kp.positions.items():
         for action, cams in actions.items():
-            if isinstance(cams, np.ndarray) and cams.dtype != object:
-                cams = [cams]  # a bare (T, J, 2) array: one camera
             for i, arr in enumerate(cams):
-                where = f"positions_2d[{subject!r}][{action!r}][{i}]"
                 if arr is None:
-                    seqs.append((str(subject), str(action), i, None))
+                    seqs.append((subject, action, i, None))
                     continue
-                a = np.asarray(arr, dtype=np.float32)
-                if a.ndim != 3 or a.shape[2] != 2 or a.shape[0] < 1:
-                    raise ValueError(f"--input: {where}: expected a (T >= 1, J, 2) array, got shape {a.shape}")
-                if joints is not None and a.shape[1] != joints:
-                    raise ValueError(f"--input: {where}: {a.shape[1]} joints, other sequences have {joints}")
-                joints = a.shape[1]
-                if not np.isfinite(a).all():
-                    raise ValueError(f"--input: {where}: contains NaN or infinite values; fill missing detections first")
                 if resolution is not None:
-                    a = normalize_screen(a, *resolution)
+                    arr = normalize_screen(arr, *resolution)
                     normalised.add("--resolution")
                 elif isinstance(video_meta.get(subject), dict) and "w" in video_meta[subject]:
-                    a = normalize_screen(a, int(video_meta[subject]["w"]), int(video_meta[subject]["h"]))
+                    arr = normalize_screen(arr, int(video_meta[subject]["w"]), int(video_meta[subject]["h"]))
                     normalised.add("video_metadata")
-                seqs.append((str(subject), str(action), i, a))
-    if joints is None:
-        raise ValueError(f"--input: {str(path)!r} holds no keypoint arrays")
+                seqs.append((subject, action, i, np.ascontiguousarray(arr, dtype=np.float32)))
+    if all(x is None for *_, x in seqs):
+        raise ValueError(f"--input: {str(path)!r} holds no keypoint arrays (every camera is None)")
     if not normalised:
         note = "coordinates used as stored (assumed already normalised to [-1, 1])"
     else:

@@ -581,13 +581,19 @@ def test_stream_cli_bad_inputs(tmp_path, capsys):
     rc = main(["stream", "--input", str(bad), "-ch", "8"])
     assert rc == 2 and "no 'positions_2d' entry" in capsys.readouterr().err
     rc = main(["stream", "--input", str(tmp_path / "missing.npz")])
-    assert rc == 2 and "no such file" in capsys.readouterr().err
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
     nan = tmp_path / "nan.npz"
     arr = np.zeros((4, 17, 2), np.float32)
     arr[2, 3, 1] = np.nan
-    np.savez(nan, positions_2d={"S1": {"A": [arr]}})
+    meta = {"layout_name": "coco", "num_joints": 17, "keypoints_symmetry": [[1], [2]]}
+    np.savez(nan, positions_2d={"S1": {"A": [arr]}}, metadata=meta)
     rc = main(["stream", "--input", str(nan), "-ch", "8"])
-    assert rc == 2 and "positions_2d['S1']['A'][0]: contains NaN" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "S1/A" in err and "NaN" in err and "frame 2, joint 3" in err
+    none = tmp_path / "none.npz"
+    np.savez(none, positions_2d={"S1": {"A": [None]}}, metadata=meta)
+    rc = main(["stream", "--input", str(none), "-ch", "8"])
+    assert rc == 2 and "holds no keypoint arrays" in capsys.readouterr().err
     # a checkpoint for another joint count
     path, _ = _write_inputs(tmp_path)
     ckpt = tmp_path / "c.bin"

@@ -27,6 +27,7 @@ Not thread-safe: one engine must be driven from one thread at a time.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import heapq
 from typing import NamedTuple
@@ -162,7 +163,8 @@ class StreamingLifter:
         self._scratch_rows = 0
         self._graphs: dict[int, object] = {}
         if backend == "triton":
-            self._build_kernel_plan()
+            with self._device_ctx():
+                self._build_kernel_plan()
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -281,6 +283,9 @@ class StreamingLifter:
         self._kmeta[0].fill_(self._dummy)
         for layer in plan:
             ks.validate_layer(layer, self._kmeta, rows)
+
+    def _device_ctx(self):
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -445,7 +450,8 @@ class StreamingLifter:
         t = self._count[arr].copy()
         fresh = t == 0
         if self.backend == "triton":
-            out = self._step_triton(arr, t, fresh, x)
+            with self._device_ctx():  # Triton launches on the current CUDA device: make it the engine's
+                out = self._step_triton(arr, t, fresh, x)
         else:
             out = self._step_torch(arr, t, fresh, x)
         self._count[arr] += 1
@@ -591,8 +597,14 @@ class StreamingLifter:
 
         Returns the buckets captured. Without CUDA graphs this is a no-op returning ``[]``.
         """
+        if max_n is not None and (isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1):
+            raise ValueError(f"max_n: expected a positive integer or None, got {max_n!r}")
         if not self.cuda_graphs:
             return []
+        with self._device_ctx():
+            return self._warmup(max_n)
+
+    def _warmup(self, max_n):
         top = _next_pow2(self.max_streams if max_n is None else max(1, min(int(max_n), self.max_streams)))
         done, b = [], 1
         while b <= top:

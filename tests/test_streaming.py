@@ -492,6 +492,13 @@ def test_state_size_and_ring_lengths():
     assert dense.ring_lengths == [3, 7, 19]
 
 
+def test_warmup_is_a_no_op_without_cuda_graphs():
+    eng = StreamingLifter(make_model([3], False), 2)
+    assert not eng.cuda_graphs and eng.warmup() == [] and eng.warmup(2) == []
+    with pytest.raises(ValueError, match="max_n: expected a positive integer"):
+        eng.warmup(0)
+
+
 def test_lazy_public_import():
     import fastlift
 

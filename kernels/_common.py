@@ -149,6 +149,26 @@ def dropout_mask_torch(seed: int, shape, threshold: int, device=None) -> torch.T
     return dropout_keep_torch(seed, idx, threshold).reshape(tuple(shape))
 
 
+def dropout_apply_torch(a: torch.Tensor, seed, salt: int, p: float) -> torch.Tensor:
+    """Inverted dropout of a contiguous-layout tensor ``a`` with the kernels' mask (logical index =
+    flat index of ``a``, key ``seed[0] + salt``); identity when ``p`` is 0."""
+    thr = dropout_threshold(p)
+    if thr == 0:
+        return a
+    idx = torch.arange(a.numel(), device=a.device, dtype=torch.int64).reshape(a.shape)
+    keep = dropout_keep_torch(int(seed.reshape(-1)[0]) + salt, idx, thr)
+    return torch.where(keep, a / (1.0 - p), torch.zeros((), dtype=a.dtype, device=a.device))
+
+
+def tile_column_sums(rows: torch.Tensor, tile_m: int) -> torch.Tensor:
+    """Column sums of ``rows`` ``[M, C]`` per consecutive tile of ``tile_m`` rows -> ``[tiles, C]``
+    (the per-program partials the kernels write)."""
+    m, c = rows.shape
+    n_tiles = (m + tile_m - 1) // tile_m
+    padded = torch.cat([rows, rows.new_zeros(n_tiles * tile_m - m, c)])
+    return padded.reshape(n_tiles, tile_m, c).sum(1)
+
+
 # ---------------------------------------------------------------------------------- device helpers
 @triton.jit
 def _fmix32(h):

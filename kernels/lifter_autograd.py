@@ -157,6 +157,15 @@ def _geoms(plan: LifterPlan):
     return out
 
 
+def _shrink_input(plan: LifterPlan, block_inputs) -> dict:
+    """Prologue arguments that rebuild the last block's output (the shrink conv's input) from the
+    last BN layer's ``z`` plus the residual taken from the last block's input."""
+    if not plan.blocks:
+        return {}
+    blk = plan.blocks[-1]
+    return dict(pro_residual=block_inputs[-1], pres_row_stride=blk.res_row_stride, pres_offset=blk.res_offset)
+
+
 class LifterFunction(torch.autograd.Function):
     """``y = lifter(x)`` on the fused operators.
 
@@ -212,14 +221,8 @@ class LifterFunction(torch.autograd.Function):
                 xb = bn_act_materialize(sp.z, sp.scale, sp.shift, residual=xb, res_row_stride=blk.res_row_stride,
                                         res_offset=blk.res_offset, seed=seed_used, p=p_eff, salt=sp.salt)
         last = states[-1]
-        if plan.blocks:
-            blk = plan.blocks[-1]
-            shrink_kw = dict(pro_residual=block_inputs[-1], pres_row_stride=blk.res_row_stride,
-                             pres_offset=blk.res_offset)
-        else:
-            shrink_kw = {}
         y, _, _, _ = tconv_fwd(last.z, ws, taps=1, bias=bias, pro_scale=last.scale, pro_shift=last.shift,
-                               seed=seed_used, p=p_eff, salt=last.salt, **shrink_kw)
+                               seed=seed_used, p=p_eff, salt=last.salt, **_shrink_input(plan, block_inputs))
 
         # Only tensors handed to save_for_backward cross into backward (torch.compile-friendly).
         ctx.plan, ctx.training, ctx.p = plan, training, p_eff
@@ -245,12 +248,7 @@ class LifterFunction(torch.autograd.Function):
             st.z, st.mean, st.invstd, st.scale, st.shift = flat[5 * l:5 * l + 5]
             st.salt = layer_salt(l)
             states.append(st)
-        if plan.blocks:
-            blk = plan.blocks[-1]
-            shrink_kw = dict(pro_residual=block_inputs[-1], pres_row_stride=blk.res_row_stride,
-                             pres_offset=blk.res_offset)
-        else:
-            shrink_kw = {}
+        shrink_kw = _shrink_input(plan, block_inputs)
         geoms = _geoms(plan)
         act = x.dtype
         gy = gy.contiguous().to(act)

@@ -32,14 +32,15 @@ from fastlift.kernels._common import (
     check_dtype,
     check_kernel_device,
     dot_precision,
+    dropout_apply_torch,
     dropout_keep,
-    dropout_keep_torch,
     dropout_key,
     dropout_threshold,
     gemm_config,
     launchable,
     load_output_grad,
     swizzle,
+    tile_column_sums,
     use_launcher,
 )
 
@@ -229,12 +230,8 @@ def output_grad_reference(g, z, gcoef, p, salt, seed):
         return g
     z = z.to(acc)
     sc, sh, q0, q1 = (v.to(acc) for v in gcoef)
-    gu = torch.where(z * sc + sh > 0, g, torch.zeros((), dtype=acc, device=g.device))
-    thr = dropout_threshold(p)
-    if thr > 0:
-        idx = torch.arange(z.numel(), device=z.device, dtype=torch.int64).reshape(z.shape)
-        keep = dropout_keep_torch(int(seed.reshape(-1)[0]) + salt, idx, thr)
-        gu = torch.where(keep, gu / (1.0 - p), torch.zeros((), dtype=acc, device=g.device))
+    gu = dropout_apply_torch(torch.where(z * sc + sh > 0, g, torch.zeros((), dtype=acc, device=g.device)),
+                             seed, salt, p)
     return sc * gu + q0 - z * q1
 
 
@@ -259,20 +256,12 @@ def tconv_dgrad_reference(g, w, taps, t_in, dilation=1, stride=1, z=None, gcoef=
     if zprev is not None:
         zp = zprev.to(acc)
         sc, sh, mean, inv = (v.to(acc) for v in ecoef)
-        gu = torch.where(zp * sc + sh > 0, gx, torch.zeros((), dtype=acc, device=g.device))
-        thr = dropout_threshold(e_p)
-        if thr > 0:
-            idx = torch.arange(zp.numel(), device=zp.device, dtype=torch.int64).reshape(zp.shape)
-            keep = dropout_keep_torch(int(seed.reshape(-1)[0]) + e_salt, idx, thr)
-            gu = torch.where(keep, gu / (1.0 - e_p), torch.zeros((), dtype=acc, device=g.device))
+        gu = dropout_apply_torch(torch.where(zp * sc + sh > 0, gx, torch.zeros((), dtype=acc, device=g.device)),
+                                 seed, e_salt, e_p)
         zhat = (zp - mean) * inv
-        m = b * t_in
-        tile_m = dgrad_tile_rows(m, c_in, c_out * taps, g.dtype, g.device)
-        n_tiles = (m + tile_m - 1) // tile_m
-        pad = n_tiles * tile_m - m
-        fu = torch.cat([gu.reshape(m, c_in), gu.new_zeros(pad, c_in)]).reshape(n_tiles, tile_m, c_in)
-        fz = torch.cat([(gu * zhat).reshape(m, c_in), gu.new_zeros(pad, c_in)]).reshape(n_tiles, tile_m, c_in)
-        psu, psz = fu.sum(1).float(), fz.sum(1).float()
+        tile_m = dgrad_tile_rows(b * t_in, c_in, c_out * taps, g.dtype, g.device)
+        psu = tile_column_sums(gu.reshape(-1, c_in), tile_m).float()
+        psz = tile_column_sums((gu * zhat).reshape(-1, c_in), tile_m).float()
     return gx.to(g.dtype), psu, psz
 
 

@@ -39,12 +39,13 @@ from fastlift.kernels._common import (
     check_kernel_device,
     dot_precision,
     dropout_key,
-    dropout_keep_torch,
+    dropout_apply_torch,
     dropout_threshold,
     gemm_config,
     launchable,
     load_activation,
     swizzle,
+    tile_column_sums,
     use_launcher,
 )
 
@@ -290,13 +291,7 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
 def bn_act_torch(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, seed: Optional[torch.Tensor], p: float,
                  salt: int) -> torch.Tensor:
     """``dropout(relu(z*scale + shift))`` with the kernels' dropout mask; z ``(B, T, C)`` in fp32/fp64."""
-    a = torch.relu(z * scale.to(z.dtype) + shift.to(z.dtype))
-    thr = dropout_threshold(p)
-    if thr > 0:
-        idx = torch.arange(z.numel(), device=z.device, dtype=torch.int64).reshape(z.shape)
-        keep = dropout_keep_torch(int(seed.reshape(-1)[0]) + salt, idx, thr)
-        a = torch.where(keep, a / (1.0 - p), torch.zeros((), dtype=a.dtype, device=a.device))
-    return a
+    return dropout_apply_torch(torch.relu(z * scale.to(z.dtype) + shift.to(z.dtype)), seed, salt, p)
 
 
 def tconv_fwd_reference(x, w, taps, dilation=1, stride=1, bias=None, relu=False, residual=None, res_row_stride=1,
@@ -344,17 +339,10 @@ def tconv_fwd_reference(x, w, taps, dilation=1, stride=1, bias=None, relu=False,
         flat = acc.reshape(-1, c_out)
         m = flat.shape[0]
         tile_m = stats_tile_rows(m, c_out, c_in * taps, x.dtype, x.device)
-        n_tiles = (m + tile_m - 1) // tile_m
-        padded = torch.zeros((n_tiles * tile_m, c_out), dtype=acc_dtype, device=x.device)
-        padded[:m] = flat
-        valid = torch.zeros((n_tiles * tile_m, 1), dtype=acc_dtype, device=x.device)
-        valid[:m] = 1
-        padded = padded.reshape(n_tiles, tile_m, c_out)
-        valid = valid.reshape(n_tiles, tile_m, 1)
-        cnt = valid.sum(1)
-        psum = padded.sum(1)
-        mean = psum / cnt
-        pm2 = (((padded - mean[:, None]) * valid) ** 2).sum(1)
+        psum = tile_column_sums(flat, tile_m)
+        counts = tile_column_sums(flat.new_ones(m, 1), tile_m)
+        tile_mean = torch.repeat_interleave(psum / counts, counts[:, 0].long(), dim=0)
+        pm2 = tile_column_sums((flat - tile_mean) ** 2, tile_m)
         psum, pm2 = psum.float(), pm2.float()
     shrink = empty
     if shrink_w is not None:

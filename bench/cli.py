@@ -30,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the torch.compile(reference) baselines")
     g.add_argument("--compile", dest="compile", action="store_true",
                    help="include torch.compile baselines even where the plan leaves them out (--quick on CPU)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"],
+                   help="torch.compile mode of the compile baselines (default: inductor's default mode, which "
+                        "compiles fastest; the GPU run has a 10-minute window)")
+    p.add_argument("--compile-static", action="store_true",
+                   help="specialise torch.compile per input shape (default: one dynamic-shape compilation per model)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="total time budget in seconds; cases that do not fit are recorded as skipped")
     p.add_argument("--seed", type=int, default=0)
@@ -93,7 +99,8 @@ def run(args) -> int:
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     report = run_suite(scenarios=_scenarios(args.scenario), plan=plan, device=args.device, precisions=args.dtype,
                        compile=args.compile, out_dir=args.out, budget_s=args.budget_s, seed=args.seed,
-                       merge=not args.no_merge, write_png=not args.no_png, log=log, argv=sys.argv[1:])
+                       merge=not args.no_merge, write_png=not args.no_png, log=log, argv=sys.argv[1:],
+                       compile_mode=args.compile_mode, compile_dynamic=not args.compile_static)
     this = [r for r in report["results"] if r["run_id"] == report["this_run"]]
     view = dict(report, results=this)
     print(rep.format_table(view))

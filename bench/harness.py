@@ -115,6 +115,7 @@ class Plan:
     sampler_batch: int = 1024
     sampler_rounds: int = 3
     breakdown_steps: int = 10
+    compile_estimate_s: float = 60.0                     # assumed cost of the first torch.compile (budgeting)
     default_budget_s: Optional[float] = None             # used when --budget-s is not given
     scenario_weights: dict = field(default_factory=lambda: {"sequence": 1.0, "stream": 1.0, "train-step": 1.0})
 
@@ -133,6 +134,23 @@ class BenchContext:
     results: list = field(default_factory=list)
     on_result: Optional[Callable[[dict], None]] = None
     compiled_cache: dict = field(default_factory=dict)
+    compile_mode: str = "default"         # torch.compile(mode=...) of the compile baselines
+    compile_dynamic: bool = True          # one dynamic-shape compilation per model for all its cases
+    compile_estimate_s: float = 60.0      # expected cost of the next compilation (updated as they happen)
+    last_compile_fresh: bool = False      # whether the last compiled() call created a new wrapper
+
+    def compiled(self, key, model):
+        """One ``torch.compile`` wrapper per (scenario, model), reused across that model's cases.
+
+        With ``compile_dynamic`` (default) the wrapper is compiled with ``dynamic=True`` once and
+        serves every batch size / length of that model; otherwise each new shape specialises
+        (recompiles) — minutes of a 10-minute GPU window for the sequence grid."""
+        self.last_compile_fresh = key not in self.compiled_cache
+        if key not in self.compiled_cache:
+            self.compiled_cache[key] = torch.compile(model, mode=None if self.compile_mode == "default"
+                                                     else self.compile_mode,
+                                                     dynamic=True if self.compile_dynamic else None)
+        return self.compiled_cache[key]
 
     @property
     def is_cuda(self) -> bool:
@@ -375,6 +393,10 @@ def measure_case(ctx: BenchContext, scenario: str, case: str, params: dict, vari
         if budget.expired():
             record(v, "skipped", reason="time budget exhausted before this variant")
             continue
+        if v.family == "compile" and budget.remaining() < ctx.compile_estimate_s:
+            record(v, "skipped", reason=f"time budget: torch.compile is expected to take ~{ctx.compile_estimate_s:.0f} s"
+                                        f", {budget.remaining():.0f} s left")
+            continue
         try:
             with phase(f"{scenario}/{case}/{v.id}/build+check", dev), wrapper(v)():
                 fn = v.make()
@@ -388,6 +410,8 @@ def measure_case(ctx: BenchContext, scenario: str, case: str, params: dict, vari
             continue
         common = dict(check_metric=metric, check_error=err, check_tolerance=tol, check_against="reference-fp32",
                       first_call_s=first_s, compile_s=first_s if v.family == "compile" else None)
+        if v.family == "compile" and ctx.last_compile_fresh:  # a real compilation: budget the next one by it
+            ctx.compile_estimate_s = 1.1 * (first_s + float(v.info.get("check_compile_s", 0.0)))
         if not (err <= tol):  # also catches NaN
             ctx.log(f"  {case} {v.id}: MISMATCH {metric}={err:.3g} > {tol:g}; not timed")
             record(v, "mismatch", reason=f"{metric} {err:.3g} exceeds tolerance {tol:g}: no time reported", **common)

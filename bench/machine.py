@@ -20,8 +20,9 @@ def resolve_device(spec: str | None = None) -> torch.device:
         acc = getattr(torch, "accelerator", None)
         if acc is not None and acc.is_available():
             dev = acc.current_accelerator()
-            if dev is not None:
-                return torch.device(dev.type, torch.accelerator.current_device_index())
+            index = getattr(acc, "current_device_index", None) or getattr(acc, "current_device_idx", None)
+            if dev is not None and dev.type == "cuda" and index is not None:  # the suite measures cpu/cuda
+                return torch.device(dev.type, index())
         if torch.cuda.is_available():  # torch without torch.accelerator
             return torch.device(torch.cuda.current_device())
         return torch.device("cpu")

@@ -44,7 +44,8 @@ def engine_precisions(ctx: BenchContext) -> list[str]:
     requested precisions the engine supports (TF32 is not a separate engine dtype)."""
     if not ctx.is_cuda:
         return ["fp32"]
-    return [p for p in ctx.precisions if p in _TORCH_DTYPES] or ["fp32"]
+    # fp32 first: its run also measures the reference window/whole baselines
+    return [p for p in ("fp32", "bf16", "fp16") if p in ctx.precisions] or ["fp32"]
 
 
 @torch.no_grad()
@@ -138,10 +139,7 @@ def _window_variants(ctx: BenchContext, ref1f: torch.nn.Module, windows: torch.T
     variants = []
     if ctx.compile:
         def compiled():
-            key = ("stream-window", tuple(arc))
-            if key not in ctx.compiled_cache:
-                ctx.compiled_cache[key] = torch.compile(ref1f)
-            cm = ctx.compiled_cache[key]
+            cm = ctx.compiled(("stream-window", tuple(arc)), ref1f)
 
             def fn():
                 with torch.no_grad():

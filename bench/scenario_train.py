@@ -135,8 +135,9 @@ def _model_variants(ctx: BenchContext, base_state: dict, arc, channels: int, x, 
         def make():
             model = build(kind)
             fwd = None
-            if compiled:
-                fwd = torch.compile(model)
+            if compiled:  # a fresh wrapper per variant: its model is trained, not shared
+                ctx.last_compile_fresh = True
+                fwd = torch.compile(model, mode=None if ctx.compile_mode == "default" else ctx.compile_mode)
             tr = _Trainer(model, fwd, autocast, dev)
             if not cuda and kind == "fastlift" and model.uses_kernels(x):
                 raise RuntimeError("refusing to benchmark the Triton CPU interpreter (TRITON_INTERPRET is set)")
@@ -182,9 +183,6 @@ def _model_variants(ctx: BenchContext, base_state: dict, arc, channels: int, x, 
                           label="reference eager, TF32 on"))
         vs.append(variant("reference-autocast-bf16", "reference", "bf16", "reference", autocast=torch.bfloat16,
                           baseline=True, label="reference eager, autocast bf16"))
-    if ctx.compile:
-        vs.append(variant("compile-reference-fp32", "compile", "fp32", "reference", compiled=True, baseline=True,
-                          label="torch.compile(reference 1f) fp32, eager Adam"))
     for prec in ctx.precisions:
         if prec == "fp16":
             continue  # fp16 training needs loss scaling; the recipe's mixed precision is bf16
@@ -194,6 +192,9 @@ def _model_variants(ctx: BenchContext, base_state: dict, arc, channels: int, x, 
                           "fastlift", autocast=torch.bfloat16 if prec == "bf16" else None,
                           label=f"fastlift TemporalModelOptimized1f "
                                 f"({'Triton' if cuda else 'impl=auto: reference math on CPU'}) {prec}"))
+    if ctx.compile:  # last: a skipped/slow compilation never costs the other variants
+        vs.append(variant("compile-reference-fp32", "compile", "fp32", "reference", compiled=True, baseline=True,
+                          label="torch.compile(reference 1f) fp32, eager Adam"))
     return vs
 
 

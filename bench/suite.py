@@ -80,14 +80,15 @@ def make_plan(name: str, device: torch.device) -> Plan:
                     default_budget_s=90.0)
     if name == "full":
         if cuda:
-            return Plan("full", rounds=5, min_rounds=3, warmup=2, target_round_s=0.1,
+            return Plan("full", rounds=5, min_rounds=3, warmup=2, target_round_s=0.05, compile_estimate_s=45.0,
                         sequence_cases=[dict(arc=_243, batch=1, frames=1000), dict(arc=_243, batch=1, frames=10000),
                                         dict(arc=_243, batch=1, frames=100000), dict(arc=_243, batch=16, frames=10000),
                                         dict(arc=_243, batch=64, frames=1000), dict(arc=_81, batch=1, frames=10000),
                                         dict(arc=_81, batch=16, frames=10000), dict(arc=_27, batch=1, frames=10000),
                                         dict(arc=_27, batch=16, frames=10000)],
-                        compile_default=True, stream_counts=[1, 8, 64, 256, 1024, 4096], stream_steps=50,
-                        stream_rounds=5, stream_whole_frames=8192, train_batch=1024, slice_sequences=64,
+                        compile_default=True, stream_counts=[1, 8, 64, 256, 1024, 4096],
+                        stream_steps=30, stream_rounds=3, stream_whole_frames=4096, train_batch=1024,
+                        slice_sequences=64,
                         slice_frames=3000, slice_batches=10, slice_batch=1024, sampler_rounds=5, breakdown_steps=20,
                         scenario_weights={"sequence": 1.0, "stream": 1.0, "train-step": 1.2})
         return Plan("full", rounds=5, min_rounds=3, warmup=1, target_round_s=0.0,
@@ -110,7 +111,8 @@ def _load() -> float | None:
 def run_suite(scenarios=SCENARIOS, plan: str | Plan = "quick", device: str | torch.device | None = None,
               precisions: str | list | None = None, compile: bool | None = None, out_dir=None,
               budget_s: float | None = None, seed: int = 0, merge: bool = True, write_png: bool = True,
-              log=None, argv=None, extra_variants: dict | None = None) -> dict:
+              log=None, argv=None, extra_variants: dict | None = None, compile_mode: str = "default",
+              compile_dynamic: bool = True) -> dict:
     """Run ``scenarios`` and write the report files; returns the report (``report["files"]`` lists
     what was written, ``report["notes"]`` what was skipped and why)."""
     from fastlift.bench import scenario_sequence, scenario_stream, scenario_train
@@ -159,14 +161,17 @@ def run_suite(scenarios=SCENARIOS, plan: str | Plan = "quick", device: str | tor
     run_id = 1 + max([r.get("run_id", 0) for r in (old or {}).get("runs", [])] or [0])
     run_meta = {"run_id": run_id, "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "finished": None, "argv": list(argv) if argv is not None else None, "plan": plan_obj.name,
-                "scenarios": scen, "precisions": precs, "compile": bool(compile), "budget_s": budget_s,
+                "scenarios": scen, "precisions": precs, "compile": bool(compile), "compile_mode": compile_mode,
+                "compile_dynamic": compile_dynamic,
+                "budget_s": budget_s,
                 "seed": seed, "machine": machine, "load_start": _load(), "notes": notes,
                 "tf32_defaults": {"matmul": torch.backends.cuda.matmul.allow_tf32,
                                   "cudnn": torch.backends.cudnn.allow_tf32}}
     budget = Budget(budget_s)
     ctx = BenchContext(device=dev, plan=plan_obj, precisions=precs, compile=bool(compile), budget=budget,
                        peaks=machine["peaks"] if isinstance(machine["peaks"], dict) else None, run_id=run_id, seed=seed,
-                       log=log)
+                       log=log, compile_mode=compile_mode, compile_dynamic=compile_dynamic,
+                       compile_estimate_s=plan_obj.compile_estimate_s)
     report = rep.new_report(slug, machine)
     report["runs"].append(run_meta)
     files = {}

@@ -39,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-s", type=float, default=None,
                    help="total time budget in seconds; cases that do not fit are recorded as skipped")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--threads", default="auto",
+                   help="torch threads: N, or auto (default: torch's default, or 1 when the CPU is already busy "
+                        "with other work, because OpenMP threads then oversubscribe the cores)")
     p.add_argument("--no-merge", action="store_true",
                    help="overwrite the results file instead of replacing only the scenarios run")
     p.add_argument("--no-png", action="store_true", help="do not draw the PNG chart")
@@ -84,15 +86,19 @@ def replot(path) -> int:
 
 
 def run(args) -> int:
-    import torch
-
     from fastlift.bench import report as rep
     from fastlift.bench.suite import run_suite
 
     if args.replot:
         return replot(args.replot)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads
+    if threads != "auto":
+        try:
+            threads = int(threads)
+        except ValueError:
+            raise ValueError(f"--threads: expected a positive integer or auto, got {args.threads!r}") from None
+        if threads < 1:
+            raise ValueError(f"--threads: expected a positive integer or auto, got {args.threads!r}")
     plan = args.plan or ("quick" if args.quick else "full")
     if args.quick and args.plan and args.plan != "quick":
         raise ValueError(f"--quick conflicts with --plan {args.plan}")
@@ -100,7 +106,7 @@ def run(args) -> int:
     report = run_suite(scenarios=_scenarios(args.scenario), plan=plan, device=args.device, precisions=args.dtype,
                        compile=args.compile, out_dir=args.out, budget_s=args.budget_s, seed=args.seed,
                        merge=not args.no_merge, write_png=not args.no_png, log=log, argv=sys.argv[1:],
-                       compile_mode=args.compile_mode, compile_dynamic=not args.compile_static)
+                       compile_mode=args.compile_mode, compile_dynamic=not args.compile_static, threads=threads)
     this = [r for r in report["results"] if r["run_id"] == report["this_run"]]
     view = dict(report, results=this)
     print(rep.format_table(view))

@@ -107,6 +107,7 @@ class Plan:
     stream_gate_streams: Optional[int] = None            # None: all N streams in the gate
     train_arc: tuple = (3, 3, 3, 3, 3)
     train_batch: int = 1024
+    train_channels: Optional[int] = None                 # None: ``channels``
     slice_sequences: int = 32
     slice_frames: int = 2000
     slice_batches: int = 10

@@ -29,11 +29,11 @@ __all__ = ["run", "case_name", "build_variants"]
 SCENARIO = "sequence"
 
 
-def case_name(arc, batch: int, frames: int) -> str:
+def case_name(arc, batch: int, frames: int, channels: int = 1024) -> str:
     rf = 1
     for w in arc:
         rf *= w
-    return f"{rf}f B={batch} T={frames}"
+    return f"{rf}f{'' if channels == 1024 else f' C={channels}'} B={batch} T={frames}"
 
 
 def build_variants(ctx: BenchContext, ref: torch.nn.Module, x: torch.Tensor, key) -> list[Variant]:
@@ -88,7 +88,7 @@ def run(ctx: BenchContext, budget=None, extra_variants=None) -> list[dict]:
     plan = ctx.plan
     for case in plan.sequence_cases:
         arc, batch, frames = tuple(case["arc"]), int(case["batch"]), int(case["frames"])
-        name = case_name(arc, batch, frames)
+        name = case_name(arc, batch, frames, plan.channels)
         arch = R.architecture_summary(17, 2, 17, list(arc), plan.channels)
         params = {"arc": list(arc), "receptive_field": arch["receptive_field"], "batch": batch, "frames": frames,
                   "channels": plan.channels, "flops_per_frame": arch["flops_per_frame"], "mode": "whole sequence"}

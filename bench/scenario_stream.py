@@ -174,7 +174,7 @@ def run(ctx: BenchContext, budget=None) -> list[dict]:
     out = []
     for n in plan.stream_counts:
         n = int(n)
-        case = f"{rf}f N={n}"
+        case = f"{rf}f{'' if plan.channels == 1024 else f' C={plan.channels}'} N={n}"
         params = {"arc": arc, "receptive_field": rf, "streams": n, "channels": plan.channels,
                   "flops_per_frame": arch["flops_per_frame"], "mode": "streaming step",
                   "window_flops_per_frame": arch["window_recompute_flops_per_frame"]}

@@ -330,7 +330,8 @@ def run(ctx: BenchContext, budget=None) -> list[dict]:
     budget = budget or ctx.budget
     plan = ctx.plan
     dev = ctx.device
-    arc, ch = list(plan.train_arc), plan.channels
+    arc, ch = list(plan.train_arc), plan.train_channels or plan.channels
+    cname = "" if ch == 1024 else f" C={ch}"
     arch = R.architecture_summary(17, 2, 17, arc, ch)
     rf, pad = arch["receptive_field"], arch["pad"]
     fps = train_flops_per_sample(arc, ch)
@@ -340,7 +341,7 @@ def run(ctx: BenchContext, budget=None) -> list[dict]:
 
     # ---------------------------------------------------------------- case 1: the training step
     b = plan.train_batch
-    case = f"{rf}f 1f step B={b}"
+    case = f"{rf}f{cname} 1f step B={b}"
     params = {"arc": arc, "receptive_field": rf, "batch": b, "channels": ch, "mode": "training step (fwd+bwd+Adam)",
               "train_flops_per_sample": fps, "dropout": 0.25, "optimizer": "Adam(lr=1e-3, amsgrad=True)"}
     x = torch.randn(b, rf, 17, 2, generator=torch.Generator().manual_seed(ctx.seed)).to(dev)
@@ -363,7 +364,7 @@ def run(ctx: BenchContext, budget=None) -> list[dict]:
 
     # ---------------------------------------------------------------- case 2: data + train epoch slice
     sb, nb = plan.slice_batch, plan.slice_batches
-    case = f"{rf}f epoch slice {nb}x{sb}"
+    case = f"{rf}f{cname} epoch slice {nb}x{sb}"
     p2, p3 = _synthetic_sequences(plan.slice_sequences, plan.slice_frames, ctx.seed)
     params = {"arc": arc, "receptive_field": rf, "batch": sb, "batches": nb, "channels": ch,
               "sequences": len(p2), "frames": int(sum(p.shape[0] for p in p2)), "mode": "data + training epoch slice",
@@ -492,7 +493,7 @@ def _epoch_breakdown(ctx: BenchContext, budget, arc, ch, checked: set) -> list[d
     for prec, gate in (("bf16", "fastlift-autocast-bf16"), ("fp32", "fastlift-fp32")):
         if prec not in ctx.precisions:
             continue
-        case = f"{rf}f epoch breakdown B={b} ({prec})"
+        case = f"{rf}f{'' if ch == 1024 else f' C={ch}'} epoch breakdown B={b} ({prec})"
         params = {"arc": list(arc), "receptive_field": rf, "batch": b, "channels": ch, "precision": prec,
                   "mode": "training step phases on the synthetic training split",
                   "source": "bench_sampler.run_epoch_breakdown", "train_flops_per_sample": fps}

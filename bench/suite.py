@@ -70,14 +70,15 @@ def make_plan(name: str, device: torch.device) -> Plan:
                         stream_whole_frames=4096, train_batch=1024, slice_sequences=32, slice_frames=2000,
                         slice_batches=5, slice_batch=1024)
         # CPU quick: the 243f model for whole sequences; the 27f model for streaming (its delay is
-        # 13 frames instead of 121, so reaching the steady state costs 15 steps, not 123) and for
-        # training (a 243f training step at a useful batch takes seconds on 2 cores).
+        # 13 frames instead of 121, so reaching the steady state costs 15 steps, not 123) and a
+        # 27f model with 256 channels for training (a 1024-channel training step at a useful batch
+        # takes seconds on 2 cores).
         return Plan("quick", rounds=3, min_rounds=3, warmup=1, target_round_s=0.0,
                     sequence_cases=[dict(arc=_243, batch=1, frames=500), dict(arc=_27, batch=2, frames=500)],
                     compile_default=False, stream_arc=_27, stream_counts=[1, 8, 64], stream_steps=8, stream_rounds=3,
                     stream_whole_frames=256, stream_window_calls=1, stream_gate_streams=4, train_arc=_27,
-                    train_batch=16, slice_sequences=4, slice_frames=300, slice_batches=2, slice_batch=16,
-                    default_budget_s=90.0)
+                    train_channels=256, train_batch=64, slice_sequences=4, slice_frames=300, slice_batches=2,
+                    slice_batch=64, default_budget_s=80.0)
     if name == "full":
         if cuda:
             return Plan("full", rounds=5, min_rounds=3, warmup=2, target_round_s=0.05, compile_estimate_s=45.0,
@@ -112,11 +113,10 @@ def run_suite(scenarios=SCENARIOS, plan: str | Plan = "quick", device: str | tor
               precisions: str | list | None = None, compile: bool | None = None, out_dir=None,
               budget_s: float | None = None, seed: int = 0, merge: bool = True, write_png: bool = True,
               log=None, argv=None, extra_variants: dict | None = None, compile_mode: str = "default",
-              compile_dynamic: bool = True) -> dict:
+              compile_dynamic: bool = True, threads: int | str | None = "auto") -> dict:
     """Run ``scenarios`` and write the report files; returns the report (``report["files"]`` lists
-    what was written, ``report["notes"]`` what was skipped and why)."""
-    from fastlift.bench import scenario_sequence, scenario_stream, scenario_train
-
+    what was written, ``report["notes"]`` what was skipped and why). The torch thread count is
+    restored afterwards."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     plan_obj = plan if isinstance(plan, Plan) else make_plan(plan, dev)
@@ -147,11 +147,38 @@ def run_suite(scenarios=SCENARIOS, plan: str | Plan = "quick", device: str | tor
         budget_s = plan_obj.default_budget_s
         notes.append(f"plan {plan_obj.name!r}: default time budget {budget_s:.0f} s (cases that do not fit are "
                      f"recorded as skipped; --budget-s overrides)")
-    machine = machine_info(dev)
+    threads_before = torch.get_num_threads()
+    try:
+        return _run(scen, plan_obj, dev, precs, compile, notes, out_dir, budget_s, seed, merge, write_png, log, argv,
+                    extra_variants, compile_mode, compile_dynamic, threads)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(scen, plan_obj, dev, precs, compile, notes, out_dir, budget_s, seed, merge, write_png, log, argv,
+         extra_variants, compile_mode, compile_dynamic, threads) -> dict:
+    from fastlift.bench import scenario_sequence, scenario_stream, scenario_train
+
     load = _load()
-    if dev.type == "cpu" and load is not None and load > 0.5 * machine["cpu_cores"]:
-        notes.append(f"the CPU was busy when the run started (1-min load {load:.2f} on {machine['cpu_cores']} cores): "
-                     f"CPU timings are slowed and noisy; ratios within a case are interleaved and stay comparable")
+    if dev.type == "cpu":
+        from fastlift.bench.machine import cpu_cores
+
+        cores = cpu_cores()
+        busy = load is not None and load >= 0.5 * cores
+        if threads == "auto":
+            if busy and torch.get_num_threads() > 1:
+                torch.set_num_threads(1)
+                notes.append(f"--threads auto: the CPU was busy (1-min load {load:.2f} on {cores} cores), so torch "
+                             f"runs 1 thread: OpenMP threads on an oversubscribed machine made the same training step "
+                             f"6-20x slower in our measurements; pass --threads N to override")
+        elif threads is not None:
+            torch.set_num_threads(int(threads))
+        if busy:
+            notes.append(f"the CPU was busy when the run started (1-min load {load:.2f} on {cores} cores): CPU timings "
+                         f"are slowed and noisy; ratios within a case are interleaved and stay comparable")
+    elif threads not in (None, "auto"):
+        torch.set_num_threads(int(threads))
+    machine = machine_info(dev)
     slug = machine["slug"]
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
     paths = rep.result_paths(out_dir, slug, plan_obj.name != "full")
@@ -218,7 +245,7 @@ def run_suite(scenarios=SCENARIOS, plan: str | Plan = "quick", device: str | tor
             notes.append(msg)
             log(msg + "\n" + traceback.format_exc(limit=8))
         run_meta.setdefault("scenario_seconds", {})[s] = round(time.perf_counter() - t0, 2)
-        flush(png=True)
+        flush()
     run_meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     run_meta["load_end"] = _load()
     full = flush(png=True)

@@ -62,6 +62,8 @@ def add_arguments(p) -> None:
     p.add_argument("--device", help="torch device (default: the available accelerator, else cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"])
+    p.add_argument("--threads", type=int, help="CPU threads for torch (torch.set_num_threads); on a shared, busy CPU "
+                                               "1 avoids OpenMP stalls that cost every layer a scheduler slice")
     p.add_argument("--seed", type=int, default=0, help="seed of the random model (default 0)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="unpickle arbitrary objects in --model (only for checkpoints you trust)")
@@ -288,7 +290,11 @@ def run(args) -> int:
         raise ValueError(f"--resolution: expected positive W H, got {args.resolution}")
     if args.channels is not None and args.channels < 1:
         raise ValueError(f"-ch/--channels: expected a positive integer, got {args.channels}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected a positive integer, got {args.threads}")
     fps = args.fps if args.fps is not None else (50.0 if args.realtime else None)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     entries, note = read_sequences(args.input, args.resolution)
     present = [(s, a, c, x) for s, a, c, x in entries if x is not None]
@@ -328,6 +334,7 @@ def run(args) -> int:
 
     summary = {
         "device": str(device), "dtype": args.dtype, "backend": engine.backend, "streams": args.streams,
+        "torch_threads": torch.get_num_threads(),
         "sequences": len(present), "receptive_field": engine.receptive_field, "causal": engine.causal,
         "delay_frames": engine.delay, "paced_fps": fps, "replay_max_abs_diff": consistency,
         "output": str(out_path), **stats,

@@ -555,8 +555,13 @@ def test_stream_cli_random_model_warns_and_paces(tmp_path, capsys):
 
     path, _ = _write_inputs(tmp_path, with_video_meta=False)
     out = tmp_path / "o.npz"
-    rc = main(["stream", "--input", str(path), "--output", str(out), "-arc", "3,3", "-ch", "8", "--fps", "400",
-               "--limit-frames", "6", "--streams", "3", "--device", "cpu"])
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["stream", "--input", str(path), "--output", str(out), "-arc", "3,3", "-ch", "8", "--fps", "400",
+                   "--limit-frames", "6", "--streams", "3", "--device", "cpu", "--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     stdout, err = capsys.readouterr()
     assert rc == 0, err
     assert "randomly initialised" in err and "meaningless" in err
@@ -568,6 +573,7 @@ def test_stream_cli_random_model_warns_and_paces(tmp_path, capsys):
 @pytest.mark.parametrize("extra,fragment", [
     (["--streams", "0"], "--streams: expected a positive integer"),
     (["--fps", "-3"], "--fps: expected a positive frame rate"),
+    (["--threads", "0"], "--threads: expected a positive integer"),
     (["--model", "/nonexistent/ckpt.bin"], "--model: no such file"),
     (["-arc", "3,4"], "odd filter widths"),
 ])

@@ -148,12 +148,24 @@ def _median_ms(times) -> float:
 
 
 def run_sampler_benchmark(batch: int = 1024, arc=(3, 3, 3, 3, 3), rounds: int = 7, batches_per_round: int = 3,
-                          device="cpu", data_dir=None, seed: int = 0) -> dict:
+                          device="cpu", data_dir=None, seed: int = 0, threads: int | None = None) -> dict:
     """Per-batch time of the numpy loop vs :class:`WindowSampler` on the synthetic training split.
 
     Rounds alternate the two builders (``batches_per_round`` batches each) so background load hits
-    both alike; the reported figures are medians over all timed batches.
+    both alike; the reported figures are medians over all timed batches. ``threads`` sets torch's
+    intra-op threads for the run (restored afterwards); the gather is memory-bound, and on a busy
+    machine one thread avoids the oversubscription that slows a multi-threaded copy.
     """
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run_sampler_benchmark(batch, arc, rounds, batches_per_round, device, data_dir, seed)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run_sampler_benchmark(batch, arc, rounds, batches_per_round, device, data_dir, seed) -> dict:
     from fastlift.train.sampler import WindowSampler
 
     rf = int(np.prod(arc))
@@ -337,12 +349,13 @@ def main(argv=None) -> int:
     p.add_argument("--arc", default="3,3,3,3,3", help="filter widths (default 3,3,3,3,3 = 243 frames)")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--device", default="cpu", help="device of the window sampler (default cpu)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads for the sampler run (default: torch's)")
     p.add_argument("--epoch-breakdown", action="store_true", help="also time training steps (needs CUDA)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--json", help="write the results to this file")
     a = p.parse_args(argv)
     arc = tuple(int(v) for v in a.arc.split(","))
-    res = {"sampler": run_sampler_benchmark(a.batch, arc, a.rounds, device=a.device)}
+    res = {"sampler": run_sampler_benchmark(a.batch, arc, a.rounds, device=a.device, threads=a.threads)}
     s = res["sampler"]
     print(f"batch {s['batch']} x {s['window_frames']} frames: numpy loop {s['numpy_loop_ms_per_batch']:.1f} ms, "
           f"window sampler {s['window_sampler_ms_per_batch']:.2f} ms -> {s['speedup']:.1f}x "

@@ -199,3 +199,20 @@ def test_reference_checkpoint_evaluates_and_fine_tunes(data_dir, tmp_path, capsy
     assert ft["epoch"] == 4 and ft["lr"] == pytest.approx(8e-4 * 0.95)
     steps = [float(s["step"]) for s in ft["optimizer"]["state"].values()]
     assert min(steps) > 1  # continued from the loaded Adam state (1 step) rather than from scratch
+
+
+def test_evaluate_takes_the_architecture_from_a_fastlift_checkpoint(data_dir, tmp_path, capsys):
+    ck = tmp_path / "ck"
+    assert main(flags(data_dir, ck, "-e", "1", "--no-eval", "--subset", "0.3", "--causal")) == 0
+    capsys.readouterr()
+    # No -arc / -ch / --causal: the checkpoint's record rebuilds the model.
+    rc = main(["evaluate", "-d", "synthetic", "--data-dir", str(data_dir), "-ste", "S9", "-c", str(ck),
+               "--evaluate", "epoch_1.bin", "--output-json", str(tmp_path / "e.json"), "-no-tta"])
+    assert rc == 0, capsys.readouterr().err
+    rep = json.loads((tmp_path / "e.json").read_text())
+    assert (rep["architecture"], rep["channels"], rep["causal"], rep["test_time_augmentation"]) == ("3,3", 16, True,
+                                                                                                      False)
+    # Explicit flags that contradict the weights are reported clearly.
+    rc = main(["evaluate", "-d", "synthetic", "--data-dir", str(data_dir), "-ste", "S9", "-c", str(ck),
+               "--evaluate", "epoch_1.bin", "-ch", "32"])
+    assert rc == 2 and "does not fit the model built from the flags" in capsys.readouterr().err

@@ -180,3 +180,25 @@ def test_semi_supervised_epoch_and_trajectory(data_dir, tmp_path):
     # Unlabeled subjects must have camera intrinsics: HumanEva-style data without them is refused.
     # (Here, the labelled subjects' cameras are also carried by the sampler for the projection.)
     assert tr.sampler.has_cameras and tr.semi_sampler.has_cameras and not tr.semi_sampler.has_3d
+
+
+def test_subset_and_downsample_select_the_reference_crop(data_dir):
+    from fastlift import data
+    from fastlift.train.args import validate
+    from fastlift.train.experiment import load_experiment
+
+    a = parse_args(base(data_dir, "unused", "-str", "S1", "-ste", "S9", "-sun", "S5", "-a", "Walk,Squats",
+                        "--subset", "0.3", "--downsample", "2"))
+    validate(a)
+    exp = load_experiment(a)
+    ds, kp = data.load("synthetic", "det", data_dir)
+    assert [lab[1] for lab in exp.train.labels] == ["Walking 1"] * 4 + ["Squats 1"] * 4
+    for (s, act, cam), x2, x3 in zip(exp.train.labels, exp.train.poses_2d, exp.train.poses_3d):
+        full = kp.positions[s][act][cam]
+        start, length = data.deterministic_crop(full.shape[0], 0.3, 2)
+        assert length == round(300 // 2 * 0.3) * 2 and x2.shape[0] == length // 2
+        assert (x2 == full[start:start + length:2]).all()
+        assert (x3 == ds.positions_3d(s, act)[cam][start:start + length:2]).all()
+    # Test and unlabelled splits are downsampled but never cropped.
+    assert all(x.shape[0] == 150 for x in exp.test.poses_2d) and all(x.shape[0] == 150 for x in exp.semi.poses_2d)
+    assert exp.semi.poses_3d is None and exp.semi.cameras is not None

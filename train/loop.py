@@ -58,6 +58,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from fastlift._optional import nvtx_range
 from fastlift.camera import project_to_2d, project_to_2d_linear
 from fastlift.model import TemporalModel, TemporalModelOptimized1f
 from fastlift.train.args import parse_architecture
@@ -130,6 +131,20 @@ def architecture_record(args, exp) -> dict:
             "parents": list(exp.parents), "dataset": exp.name, "keypoints": exp.keypoints_name}
 
 
+def _adam(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam with amsgrad; on CUDA the fused (single-kernel) implementation when torch offers it.
+
+    Its state_dict has the same layout either way, so checkpoints move between devices and between
+    fastlift and the reference.
+    """
+    if device.type == "cuda":
+        try:
+            return torch.optim.Adam(params, lr=lr, amsgrad=True, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.Adam(params, lr=lr, amsgrad=True)
+
+
 class Trainer:
     """One training run (see the module docstring).
 
@@ -167,7 +182,7 @@ class Trainer:
         if self.semi:
             params += list(self.model_traj_train.parameters())
         self.lr = float(args.learning_rate)
-        self.optimizer = torch.optim.Adam(params, lr=self.lr, amsgrad=True)
+        self.optimizer = _adam(params, self.lr, self.device)
 
         rf = self.model_pos.receptive_field()
         self.receptive_field = rf
@@ -227,21 +242,47 @@ class Trainer:
         return torch.mean(torch.abs(mean_lengths(pred_lab) - mean_lengths(pred_unlab)))
 
     # ------------------------------------------------------------------------------ one epoch
+    def _step_losses(self, batch, unl, x_cat, skip: bool):
+        """Forward pass and losses of one step: ``(loss_3d, total, loss_traj or None, loss_2d or None)``."""
+        args = self.args
+        n_lab = batch.inputs_2d.shape[0]
+        with self._autocast():
+            pred = self.model_pos_train(x_cat)
+        pred = pred.float()
+        loss_3d = torch.mean(torch.linalg.vector_norm(pred[:n_lab] - batch.poses_3d, dim=-1))
+        total, loss_traj, loss_2d = loss_3d, None, None
+        if self.semi:
+            with self._autocast():
+                traj = self.model_traj_train(x_cat)
+            traj = traj.float()
+            w = 1.0 / batch.trajectory[..., 2]  # (B, L, 1): weight inversely proportional to depth
+            loss_traj = torch.mean(w * torch.linalg.vector_norm(traj[:n_lab] - batch.trajectory, dim=-1))
+            total = total + loss_traj
+            if not skip:
+                pred_semi = pred[n_lab:]
+                first = self.pad + self.causal_shift  # input frame of the first output frame
+                target = unl.inputs_2d[:, first:first + args.stride, :, :2]
+                projection = project_to_2d_linear if args.linear_projection else project_to_2d
+                rec = projection(pred_semi + traj[n_lab:], unl.cameras)
+                loss_2d = torch.mean(torch.linalg.vector_norm(rec - target, dim=-1))
+                if not args.no_proj:
+                    total = total + loss_2d
+                if args.bone_length_term:
+                    total = total + self._bone_penalty(pred[:n_lab], pred_semi)
+        return loss_3d, total, loss_traj, loss_2d
+
     def train_epoch(self) -> dict:
         """Run one training epoch; returns the epoch's training losses (metres / screen units)."""
         args = self.args
-        mp, mt = self.model_pos_train, self.model_traj_train
-        mp.train()
+        self.model_pos_train.train()
         if self.semi:
-            mt.train()
+            self.model_traj_train.train()
         skip = self.epoch < args.warmup
         L = args.stride
-        first = self.pad + self.causal_shift
         dev = self.device
         zero = lambda: torch.zeros((), device=dev, dtype=torch.float64)  # noqa: E731
         s3d, straj, s2d = zero(), zero(), zero()
         n_frames, n_semi = 0, 0
-        projection = project_to_2d_linear if args.linear_projection else project_to_2d
         bar = None
         if self.show_progress:
             from fastlift._optional import progress
@@ -249,38 +290,27 @@ class Trainer:
             bar = progress(total=self.sampler.num_batches, desc=f"epoch {self.epoch + 1}/{args.epochs}",
                            unit="batch", leave=False, dynamic_ncols=True)
         t0 = time.perf_counter()
-        for step, batch in enumerate(self.sampler.epoch()):
-            x = batch.inputs_2d
-            n_lab = x.shape[0]
-            unl = self.semi_sampler.next_batch() if self.semi else None
-            x_cat = torch.cat((x, unl.inputs_2d)) if (self.semi and not skip) else x
+        batches = self.sampler.epoch()
+        for step in range(self.sampler.num_batches):
+            with nvtx_range("data"):
+                batch = next(batches)
+                x = batch.inputs_2d
+                n_lab = x.shape[0]
+                unl = self.semi_sampler.next_batch() if self.semi else None
+                x_cat = torch.cat((x, unl.inputs_2d)) if (self.semi and not skip) else x
             self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                pred = mp(x_cat)
-            pred = pred.float()
-            loss_3d = torch.mean(torch.linalg.vector_norm(pred[:n_lab] - batch.poses_3d, dim=-1))
-            total = loss_3d
-            if self.semi:
-                with self._autocast():
-                    traj = mt(x_cat)
-                traj = traj.float()
-                w = 1.0 / batch.trajectory[..., 2]  # (B, L, 1): weight inversely proportional to depth
-                loss_traj = torch.mean(w * torch.linalg.vector_norm(traj[:n_lab] - batch.trajectory, dim=-1))
-                total = total + loss_traj
+            with nvtx_range("forward"):
+                loss_3d, total, loss_traj, loss_2d = self._step_losses(batch, unl, x_cat, skip)
+            if loss_traj is not None:
                 straj += loss_traj.detach() * (n_lab * L)
-                if not skip:
-                    pred_semi = pred[n_lab:]
-                    target = unl.inputs_2d[:, first:first + L, :, :2]
-                    rec = projection(pred_semi + traj[n_lab:], unl.cameras)
-                    loss_2d = torch.mean(torch.linalg.vector_norm(rec - target, dim=-1))
-                    s2d += loss_2d.detach() * (pred_semi.shape[0] * L)
-                    n_semi += pred_semi.shape[0] * L
-                    if not args.no_proj:
-                        total = total + loss_2d
-                    if args.bone_length_term:
-                        total = total + self._bone_penalty(pred[:n_lab], pred_semi)
-            total.backward()
-            self.optimizer.step()
+            if loss_2d is not None:
+                n_unl = unl.inputs_2d.shape[0]
+                s2d += loss_2d.detach() * (n_unl * L)
+                n_semi += n_unl * L
+            with nvtx_range("backward"):
+                total.backward()
+            with nvtx_range("optimizer"):
+                self.optimizer.step()
             s3d += loss_3d.detach() * (n_lab * L)
             n_frames += n_lab * L
             if self.record_step_losses:
@@ -338,7 +368,8 @@ class Trainer:
             rec = {"epoch": self.epoch + 1, "lr": self.lr, "bn_momentum": bn_momentum(self.epoch, args.epochs)}
             rec.update(self.train_epoch())
             self.sync_eval_models()
-            rec.update(self.evaluate_epoch())
+            with nvtx_range("evaluate"):
+                rec.update(self.evaluate_epoch())
             rec["time"] = time.perf_counter() - start
             for k, v in rec.items():
                 self.history.setdefault(k, []).append(v)

@@ -201,7 +201,6 @@ def render_animation(keypoints: np.ndarray, poses: dict, skeleton, fps: float, o
         ax.set_xticklabels([])
         ax.set_yticklabels([])
         ax.set_zticklabels([])
-        ax.dist = 7.5
         ax.set_title(title)
         ls = []
         for j, parent in enumerate(skeleton.parents):

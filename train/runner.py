@@ -123,7 +123,7 @@ def evaluate_checkpoint_models(args, exp, models) -> dict:
                               by_subject=args.by_subject, model_traj=mt, frames_per_call=args.eval_frames,
                               autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None)
     report.update({"dataset": exp.name, "keypoints": exp.keypoints_name, "subjects_test": args.subjects_test,
-                   "actions": report["actions"], "receptive_field": rf, "architecture": args.architecture,
+                   "action_filter": args.actions, "receptive_field": rf, "architecture": args.architecture,
                    "channels": args.channels, "causal": bool(args.causal), "dense": bool(args.dense),
                    "device": str(args.device), "impl": args.impl, "precision": args.precision})
     return report

@@ -2,9 +2,10 @@
 
 Fast tests (no compilation): architecture inference and checkpoint loading, the streaming step
 and the exported programs against ``fastlift.reference.lift_sequence``, the Python-free graph
-checks, CLI errors. One module-scoped package (symmetric, with the streaming step) is compiled
-with AOTInductor while the C++ runner builds with CMake in the background; both are then
-checked against Python on the same inputs, including the runner's bad-input handling. Slow
+checks, CLI errors. One module-scoped package (a symmetric model trained for one epoch by
+``fastlift train``, with the streaming step) is compiled with AOTInductor while the C++ runner
+builds with CMake in the background; both are then checked against Python on the same inputs,
+including the runner's bad-input handling (issue 8's done-criterion, in the default CI run). Slow
 tests add a causal ``--causal-stream`` package and a bf16 ``--random-init`` package.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -336,18 +338,32 @@ def runner(runner_build):
     return exe
 
 
+def train_checkpoint(directory: Path, arc: str, channels: int, causal: bool) -> Path:
+    """Train a tiny lifter for one epoch on the embedded synthetic data with ``fastlift train``
+    (in a subprocess, so the training run's global torch state stays out of this process)."""
+    cmd = [sys.executable, "-m", "fastlift.cli", "train", "-d", "synthetic", "-arc", arc, "-ch", str(channels),
+           "-e", "1", "-b", "256", "--subset", "0.05", "--no-eval", "--no-progress", "-c", str(directory),
+           *(["--causal"] if causal else [])]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    ckpt = directory / "epoch_1.bin"
+    assert ckpt.is_file(), sorted(os.listdir(directory))
+    return ckpt
+
+
 @pytest.fixture(scope="module")
 def sym_package(tmp_path_factory, runner_build):
-    """Symmetric model + streaming step, exported through the CLI from a VideoPose3D checkpoint.
+    """A symmetric model trained by ``fastlift train``, exported through the CLI with the streaming step.
 
-    Requests ``runner_build`` first so that the C++ build overlaps the AOTInductor compilation.
+    Requests ``runner_build`` first so that the C++ build overlaps training and compilation.
     """
     d = tmp_path_factory.mktemp("sym")
-    model = make_model()
-    save_checkpoint(d / "ckpt.bin", model)
+    ckpt = train_checkpoint(d / "ckpt", "3,3", CH, causal=False)
     out = d / "lifter.pt2"
-    rc = main(["export", "--checkpoint", str(d / "ckpt.bin"), "--out", str(out), "--stream"])
+    rc = main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--stream"])
     assert rc == 0 and out.is_file()
+    model, arch = E.load_checkpoint(ckpt)
+    assert arch == E.Architecture(J_IN, 2, J_OUT, ARC, CH, False, False)
     return out, model
 
 
@@ -357,7 +373,7 @@ def test_package_metadata(sym_package):
     expect = {"format": E.FORMAT, "model_kind": "model", "device": "cpu", "dtype": "float32", "impl": "reference",
               "receptive_field": "9", "pad": "4", "delay": "4", "causal": "0", "dense": "0", "filter_widths": "3,3",
               "channels": str(CH), "joints_in": "17", "in_features": "2", "joints_out": "17", "has_step": "1",
-              "state_shapes": "3x34;7x32", "state_dtype": "float32", "random_init": "0", "source": "ckpt.bin"}
+              "state_shapes": "3x34;7x32", "state_dtype": "float32", "random_init": "0", "source": "epoch_1.bin"}
     assert {k: meta["fastlift." + k] for k in expect} == expect
     _, step_meta = E.load_package(path, "step")
     assert step_meta["fastlift.model_kind"] == "step" and step_meta["fastlift.impl"] == "torch"
@@ -459,16 +475,20 @@ def test_cpp_runner_bad_inputs(runner, sym_package, tmp_path):
 
 # ---------------------------------------------------------------------------- slow: more packages
 @pytest.mark.slow
-def test_causal_stream_package(tmp_path, runner, capsys):
-    model = make_model([3, 3, 3], causal=True, channels=16, seed=3)
-    save_checkpoint(tmp_path / "ckpt.bin", model)
+def test_fastlift_trained_causal_stream_package(tmp_path, runner, capsys):
+    """A causal model trained by ``fastlift train``, exported with ``--causal-stream``: the C++
+    runner's whole-sequence and zero-delay streaming outputs equal Python's."""
+    ckpt = train_checkpoint(tmp_path / "ckpt", "3,3,3", 16, causal=True)
     path = tmp_path / "causal.pt2"
-    rc, out, err = run_cli(capsys, "export", "--checkpoint", tmp_path / "ckpt.bin", "--out", path, "--causal-stream")
+    rc, out, err = run_cli(capsys, "export", "--checkpoint", ckpt, "--out", path, "--causal-stream")
     assert rc == 0, err
     assert "streaming delay 0 frames" in out and "verified against the eager model" in out
     meta = E.read_metadata(path)
     assert meta["fastlift.causal"] == "1" and meta["fastlift.delay"] == "0" and meta["fastlift.has_step"] == "1"
-    x = random_keypoints((2, 31, J_IN, 2), 9)
+    assert meta["fastlift.receptive_field"] == "27" and meta["fastlift.source"] == "epoch_1.bin"
+    model, arch = E.load_checkpoint(ckpt)  # causal comes from the checkpoint's fastlift record
+    assert arch.causal and arch.filter_widths == [3, 3, 3] and arch.channels == 16
+    x = random_keypoints((2, 31, arch.joints_in, 2), 9)
     np.save(tmp_path / "kp.npy", x)
     want = lift_sequence(model, torch.from_numpy(x))
     for stream in (False, True):

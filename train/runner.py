@@ -64,8 +64,8 @@ def main(args, mode: str = "train", log: Callable[[str], None] = _log) -> dict:
         if args.causal:
             log("INFO: Using causal convolutions")
         log(f"INFO: Trainable parameter count: {nparams}")
-        log(f"INFO: Training on {frames_of(exp.train)} frames ({trainer.sampler.frames_per_epoch} examples x frames per "
-            f"epoch with flips, {trainer.sampler.num_batches} batches)")
+        log(f"INFO: Training on {frames_of(exp.train)} frames ({trainer.sampler.frames_per_epoch} output frames per epoch "
+            f"with flipped copies, {trainer.sampler.num_batches} batches of {trainer.sampler.batch_size} examples)")
         if exp.test is not None:
             log(f"INFO: Testing on {frames_of(exp.test)} frames")
         if exp.semi is not None:

@@ -45,8 +45,11 @@ __all__ = [
 #: bf16 keeps 7, accumulated through up to 10 layers. These are sanity gates that catch a wrong
 #: result, not accuracy claims (tests/test_gpu.py holds the tight per-dtype accuracy tests).
 TOLERANCES = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16": 5e-2}
-#: Relative L2 error of the concatenated parameter gradients of a training step.
-GRAD_TOLERANCES = {"fp32": 1e-3, "tf32": 3e-2, "fp16": 3e-2, "bf16": 1e-1}
+#: Relative L2 error of the concatenated parameter gradients of a training step (BatchNorm's
+#: backward with batch statistics amplifies rounding: the reference itself under autocast bf16
+#: gave 0.104 against its fp32 gradients on the 243f model at batch 16, output error 1.0e-2, on
+#: CPU). A wrong implementation is off by O(1).
+GRAD_TOLERANCES = {"fp32": 1e-3, "tf32": 5e-2, "fp16": 5e-2, "bf16": 2.5e-1}
 
 RESULT_KEYS = (
     "scenario", "case", "params", "variant", "family", "precision", "baseline", "label", "status", "reason",

@@ -206,17 +206,17 @@ def write_png(report: dict, path) -> tuple[Path | None, str | None]:
                 groups.append((f"{r['scenario']}: {r['case']}", r["variant"], val))
         cases = list(dict.fromkeys(g[0] for g in groups))
         variants = list(dict.fromkeys(g[1] for g in groups))
-        width = 0.8 / max(1, len(variants))
-        for j, v in enumerate(variants):
-            xs, ys = [], []
-            for i, c in enumerate(cases):
-                for g in groups:
-                    if g[0] == c and g[1] == v:
-                        xs.append(i + j * width)
-                        ys.append(g[2])
-            ax.bar(xs, ys, width=width, label=v)
+        colors = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
+        labelled = set()
+        for i, c in enumerate(cases):
+            here = [g for g in groups if g[0] == c]
+            width = 0.8 / len(here)
+            for j, (_, v, val) in enumerate(here):
+                ax.bar(i - 0.4 + (j + 0.5) * width, val, width=width, color=colors[v],
+                       label=None if v in labelled else v)
+                labelled.add(v)
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))])
+        ax.set_xticks(range(len(cases)))
         ax.set_xticklabels(cases, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("speed-up (x, frames/s ratio)")
         ax.set_title(title)

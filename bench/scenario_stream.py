@@ -160,9 +160,59 @@ def _window_variants(ctx: BenchContext, ref1f: torch.nn.Module, windows: torch.T
     return variants
 
 
-def run(ctx: BenchContext, budget=None) -> list[dict]:
+def _engine_records(ctx: BenchContext, model, n: int, prec: str, case: str, params: dict, arch: dict,
+                    budget) -> list[dict]:
+    """Gate, then ``bench_stream.run_benchmark`` for ``n`` streams in ``prec``: the engine record
+    (and, for fp32, the reference window/whole baselines it measures alongside)."""
     from fastlift.bench.bench_stream import run_benchmark
 
+    plan = ctx.plan
+    arc = list(plan.stream_arc)
+    base = dict(scenario=SCENARIO, case=case, params=dict(params), variant=f"fastlift-stream-{prec}",
+                family="fastlift", precision=prec, baseline=False, label=f"fastlift StreamingLifter {prec}",
+                frames_per_call=n, flops_per_call=float(n) * arch["flops_per_frame"])
+    if budget.expired():
+        return [new_result(**base, status="skipped", reason="time budget exhausted")]
+    ctx.log(f"stream {case} {prec}: gate check ...")
+    gate_n = n if plan.stream_gate_streams is None else min(n, plan.stream_gate_streams)
+    try:
+        with torch.no_grad():
+            err = gate_check(ctx, model, gate_n, prec)
+    except Exception as exc:
+        return [new_result(**base, status="error", reason=f"gate check failed: {type(exc).__name__}: {str(exc)[:300]}")]
+    tol = TOLERANCES[prec]
+    if not err <= tol:
+        ctx.log(f"  MISMATCH: streaming {prec} differs from the reference by {err:.3g} > {tol:g}; not timed")
+        return [new_result(**base, status="mismatch", check_metric="max_abs_rel", check_error=err, check_tolerance=tol,
+                           check_against="reference-fp32",
+                           reason=f"gate error {err:.3g} exceeds tolerance {tol:g}: no time reported")]
+    if budget.expired():
+        return [new_result(**base, status="skipped", reason="time budget exhausted after the gate")]
+    ctx.log(f"stream {case} {prec}: bench_stream.run_benchmark ...")
+    try:
+        with math_mode(prec):
+            rb = run_benchmark(streams=[n], filter_widths=arc, channels=plan.channels, dtype=_NAMES[prec],
+                               device=str(ctx.device), steps=plan.stream_steps, rounds=plan.stream_rounds,
+                               whole_frames=plan.stream_whole_frames, window_calls=plan.stream_window_calls,
+                               seed=ctx.seed, log=lambda line: ctx.log("  " + line))
+    except Exception as exc:
+        return [new_result(**base, status="error",
+                           reason=f"run_benchmark failed: {type(exc).__name__}: {str(exc)[:300]}")]
+    recs = _stream_records(ctx, case, params, prec, n, rb, err, arch)
+    diff = recs[0]["extra"]["bench_stream_max_abs_diff_vs_whole"]
+    if not math.isfinite(diff):
+        recs[0].update(status="mismatch", reason="bench_stream reported a non-finite difference: no time",
+                       time_s=None, frames_per_s=None, us_per_step=None, tflops=None, pct_peak=None)
+    if prec != "fp32":
+        recs = recs[:1]  # its same-dtype reference baselines are not the suite's baselines
+        recs[0]["extra"]["bench_stream_same_dtype_reference"] = {
+            "window_fps": rb["results"][0]["window_fps"], "whole_fps": rb["results"][0]["whole_fps"]}
+    return recs
+
+
+def run(ctx: BenchContext, budget=None) -> list[dict]:
+    """All stream counts for fp32 first (with every baseline), then bf16, then fp16, so a run that
+    hits its budget still has complete curves for the precisions measured."""
     budget = budget or ctx.budget
     plan = ctx.plan
     arc = list(plan.stream_arc)
@@ -171,80 +221,36 @@ def run(ctx: BenchContext, budget=None) -> list[dict]:
     model = make_reference(arc, plan.channels, seed=ctx.seed, device=ctx.device)
     ref1f = make_reference(arc, plan.channels, one_f=True, seed=ctx.seed, device=ctx.device)
     ref1f.load_state_dict(model.state_dict())
+    cases = {}
+    for pi, prec in enumerate(engine_precisions(ctx)):
+        for n in (int(v) for v in plan.stream_counts):
+            case = f"{rf}f{'' if plan.channels == 1024 else f' C={plan.channels}'} N={n}"
+            params = {"arc": arc, "receptive_field": rf, "streams": n, "channels": plan.channels,
+                      "flops_per_frame": arch["flops_per_frame"], "mode": "streaming step",
+                      "window_flops_per_frame": arch["window_recompute_flops_per_frame"]}
+            recs = cases.setdefault(n, [])
+            if pi == 0 and _window_variants(ctx, ref1f, None, arc):
+                # the window baseline under torch.compile / autocast, on windows of the same shape
+                windows = random_walk(n, rf, seed=ctx.seed + 3 * n, device=ctx.device)
+                expected = None
+                if not budget.expired():
+                    with torch.no_grad(), math_mode("fp32"):
+                        expected = ref1f(windows)
+                recs += measure_case(ctx, SCENARIO, case, params, _window_variants(ctx, ref1f, windows, arc),
+                                     expected=expected, frames_per_call=n,
+                                     flops_per_call=float(n) * arch["window_recompute_flops_per_frame"], budget=budget)
+                del windows, expected
+            new = _engine_records(ctx, model, n, prec, case, params, arch, budget)
+            recs += new
+            add_speedups(recs)
+            for rec in new:
+                ctx.add(rec)
+                if rec["status"] == "ok" and not rec["baseline"]:
+                    sp = ", ".join(f"{k} {v:.2f}x" for k, v in rec["speedup_vs"].items())
+                    ctx.log(f"  {rec['variant']}: {rec['frames_per_s']:.0f} frames/s, p50 "
+                            f"{rec['latency_us']['p50']:.0f} us/step; {sp}")
     out = []
-    for n in plan.stream_counts:
-        n = int(n)
-        case = f"{rf}f{'' if plan.channels == 1024 else f' C={plan.channels}'} N={n}"
-        params = {"arc": arc, "receptive_field": rf, "streams": n, "channels": plan.channels,
-                  "flops_per_frame": arch["flops_per_frame"], "mode": "streaming step",
-                  "window_flops_per_frame": arch["window_recompute_flops_per_frame"]}
-        case_recs = []
-        for prec in engine_precisions(ctx):
-            vid = f"fastlift-stream-{prec}"
-            base = dict(scenario=SCENARIO, case=case, params=dict(params), variant=vid, family="fastlift",
-                        precision=prec, baseline=False, label=f"fastlift StreamingLifter {prec}",
-                        frames_per_call=n, flops_per_call=float(n) * arch["flops_per_frame"])
-            if budget.expired():
-                case_recs.append(new_result(**base, status="skipped", reason="time budget exhausted"))
-                continue
-            ctx.log(f"stream {case} {prec}: gate check ...")
-            gate_n = n if plan.stream_gate_streams is None else min(n, plan.stream_gate_streams)
-            try:
-                with torch.no_grad():
-                    err = gate_check(ctx, model, gate_n, prec)
-            except Exception as exc:
-                case_recs.append(new_result(**base, status="error", reason=f"gate check failed: {type(exc).__name__}: "
-                                                                              f"{str(exc)[:300]}"))
-                continue
-            tol = TOLERANCES[prec]
-            if not err <= tol:
-                ctx.log(f"  MISMATCH: streaming {prec} differs from the reference by {err:.3g} > {tol:g}; not timed")
-                case_recs.append(new_result(**base, status="mismatch", check_metric="max_abs_rel", check_error=err,
-                                            check_tolerance=tol, check_against="reference-fp32",
-                                            reason=f"gate error {err:.3g} exceeds tolerance {tol:g}: no time reported"))
-                continue
-            if budget.expired():
-                case_recs.append(new_result(**base, status="skipped", reason="time budget exhausted after the gate"))
-                continue
-            ctx.log(f"stream {case} {prec}: bench_stream.run_benchmark ...")
-            try:
-                with math_mode(prec):
-                    rb = run_benchmark(streams=[n], filter_widths=arc, channels=plan.channels, dtype=_NAMES[prec],
-                                       device=str(ctx.device), steps=plan.stream_steps, rounds=plan.stream_rounds,
-                                       whole_frames=plan.stream_whole_frames, window_calls=plan.stream_window_calls,
-                                       seed=ctx.seed, log=lambda line: ctx.log("  " + line))
-            except Exception as exc:
-                case_recs.append(new_result(**base, status="error", reason=f"run_benchmark failed: "
-                                                                              f"{type(exc).__name__}: {str(exc)[:300]}"))
-                continue
-            recs = _stream_records(ctx, case, params, prec, n, rb, err, arch)
-            diff = recs[0]["extra"]["bench_stream_max_abs_diff_vs_whole"]
-            if not math.isfinite(diff):
-                recs[0].update(status="mismatch", reason="bench_stream reported a non-finite difference: no time",
-                               time_s=None, frames_per_s=None, us_per_step=None, tflops=None, pct_peak=None)
-            case_recs += recs
-        # the window baseline under torch.compile / autocast, on windows of the same shape
-        variants = _window_variants(ctx, ref1f, None, arc)
-        if variants:
-            windows = random_walk(n, rf, seed=ctx.seed + 3 * n, device=ctx.device)
-            expected = None
-            if not budget.expired():
-                with torch.no_grad(), math_mode("fp32"):
-                    expected = ref1f(windows)
-            variants = _window_variants(ctx, ref1f, windows, arc)
-            extra = measure_case(ctx, SCENARIO, case, params, variants, expected=expected, frames_per_call=n,
-                                 flops_per_call=float(n) * arch["window_recompute_flops_per_frame"], budget=budget)
-            # measure_case already stored these; the speed-ups below only touch the engine records
-            case_recs_all = case_recs + extra
-        else:
-            case_recs_all = case_recs
-        add_speedups(case_recs_all)
-        for rec in case_recs:
-            ctx.add(rec)
-        for rec in case_recs_all:
-            if rec["status"] == "ok" and not rec["baseline"]:
-                sp = ", ".join(f"{k} {v:.2f}x" for k, v in rec["speedup_vs"].items())
-                ctx.log(f"  {rec['variant']}: {rec['frames_per_s']:.0f} frames/s, p50 "
-                        f"{rec['latency_us']['p50']:.0f} us/step; {sp}")
-        out += case_recs_all
+    for recs in cases.values():
+        add_speedups(recs)  # records of later passes may add baselines for earlier ones
+        out += recs
     return out

@@ -68,10 +68,10 @@ def _num(x: float) -> str:
 
 def _time(us: float) -> str:
     if us >= 1e6:
-        return f"{us / 1e6:.2f} s"
+        return f"{us / 1e6:.3g} s"
     if us >= 1e3:
-        return f"{us / 1e3:.2f} ms"
-    return f"{us:.0f} µs"
+        return f"{us / 1e3:.3g} ms"
+    return f"{us:.3g} µs"
 
 
 def _flops(r: dict, cuda: bool) -> str:
@@ -138,8 +138,9 @@ def _rows(report: dict) -> list[list[str]]:
             add("streaming step", recs[0]["case"], recs, latency=True)
     tr = [r for r in res if r["scenario"] == "train-step"]
     for case in dict.fromkeys(r["case"] for r in tr):
-        add("training" if "slice" not in case else "data + training", case, [r for r in tr if r["case"] == case],
-            unit="samples/s")
+        label = ("data + training" if "slice" in case else "training batches" if "batch construction" in case
+                 else "training step phases" if "breakdown" in case else "training step")
+        add(label, case, [r for r in tr if r["case"] == case], unit="samples/s")
     return rows
 
 

@@ -330,7 +330,7 @@ def test_readme_table_render_and_rewrite(tiny_run, tmp_path):
     assert "| Card |" in block and "NVIDIA H100 80GB HBM3" in block and "CPU (" in block
     assert "150,000" in block and "GP100" in block and "989.5 TFLOP/s bf16" in block
     assert "· quick" in block  # the CPU row comes from the quick file and says so
-    for scen in ("whole sequence", "streaming step", "training", "data + training"):
+    for scen in ("whole sequence", "streaming step", "training step", "data + training"):
         assert scen in block, scen
     assert block.index("NVIDIA H100") < block.index("CPU (")  # GPUs first
     # rewrite a marked block, leave the rest alone, idempotent
@@ -380,6 +380,7 @@ def test_gpu_check_without_gpu_reports_and_stops(tmp_path):
     assert (tmp_path / "out" / "logs" / "environment.log").exists()
 
 
+@pytest.mark.slow  # ~40 s: a nested pytest collection and a tiny benchmark run
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_TOTAL_S="400")
     out = tmp_path / "out"

@@ -12,8 +12,19 @@ Public API (imported lazily so ``import fastlift`` stays cheap):
 from __future__ import annotations
 
 import importlib
+import os as _os
 
 __version__ = "0.1.0"
+
+# Running from a source checkout that is not installed (e.g. PYTHONPATH=<repo> on a machine where
+# pip cannot install): the repository's top-level kernels/, train/ and bench/ folders are this
+# package's fastlift.kernels / .train / .bench (pyproject maps them the same way when installing).
+_here = _os.path.dirname(_os.path.abspath(__file__))
+_root = _os.path.dirname(_here)
+if not _os.path.isdir(_os.path.join(_here, "kernels")) and all(
+        _os.path.isfile(_os.path.join(_root, d, "__init__.py")) for d in ("kernels", "train", "bench")) \
+        and _os.path.isfile(_os.path.join(_root, "pyproject.toml")):
+    __path__.append(_root)  # noqa: F821 (package __path__)
 
 _LAZY = {
     "TemporalModel": "fastlift.model",

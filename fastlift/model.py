@@ -266,6 +266,15 @@ class FusedInferenceLifter(nn.Module):
         self._check(x, self._rf)
         return self._run(x, 0, 0)
 
+    def forward_sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Whole-sequence forward ``(B, T, J_in, F) -> (B, T, J_out, 3)`` with the reference's edge
+        padding, for any ``T >= 1``. Shape/dtype/device checks only — no NaN scan and no host
+        synchronisation, so it traces under ``torch.export``/``torch.compile``; :meth:`lift` is the
+        checked, convenient entry point."""
+        self._check(x, 1)
+        left, right = _ref.sequence_padding(self)
+        return self._run(x, left, right)
+
     @torch.no_grad()
     def lift(self, keypoints, batch_frames: Optional[int] = None) -> torch.Tensor:
         """``(T, J, F)`` or ``(B, T, J, F)`` -> ``T`` poses per sequence (reference edge padding).
@@ -283,12 +292,12 @@ class FusedInferenceLifter(nn.Module):
         if x.is_floating_point() and not torch.isfinite(x).all():
             raise ValueError("keypoints: contains NaN or infinite values; fill missing detections before lifting")
         x = x.to(self.weights[0].device)
-        self._check(x, 1)
-        left, right = _ref.sequence_padding(self)
         t = x.shape[1]
         if batch_frames is None or batch_frames >= t:
-            out = self._run(x, left, right)
+            out = self.forward_sequence(x)
         else:
+            self._check(x, 1)
+            left, right = _ref.sequence_padding(self)
             if batch_frames < 1:
                 raise ValueError(f"batch_frames: expected a positive integer, got {batch_frames}")
             xp = _ref.edge_pad(x, left, right)

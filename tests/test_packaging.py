@@ -208,7 +208,11 @@ def test_wheel_installs_and_imports_away_from_repo(wheel, tmp_path):
     r = run_python(code, cwd, PYTHONPATH=str(target))
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
-    assert not [p for p in result["path"] if os.path.isabs(p) and is_under(p, REPO)], result["path"]
+    # The repository's sources must not be on the path; the environment's own site-packages may
+    # live inside the checkout (the README creates .venv there), which is not the repo's code.
+    env_prefix = Path(sys.prefix).resolve()
+    on_path = [p for p in result["path"] if os.path.isabs(p) and is_under(p, REPO) and not is_under(p, env_prefix)]
+    assert not on_path, result["path"]
     for f in result["files"]:
         assert is_under(f, target), f"imported {f}, expected it under {target}"
     assert Path(result["files"][1]).parent.name == "kernels" and Path(result["files"][1]).parent.parent.name == "fastlift"

@@ -59,7 +59,6 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -67,6 +66,7 @@ import torch
 from torch import nn
 
 from fastlift import reference as _ref
+from fastlift.checkpoint import Architecture, architecture_from_state_dict, load_lifter
 from fastlift.fold import FoldedLifter
 
 __all__ = [
@@ -85,183 +85,16 @@ VERIFY_TOL = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-@dataclass
-class Architecture:
-    """Constructor arguments of a :class:`fastlift.reference.TemporalModel`."""
-
-    joints_in: int
-    in_features: int
-    joints_out: int
-    filter_widths: list
-    channels: int
-    causal: bool = False
-    dense: bool = False
-
-    @property
-    def receptive_field(self) -> int:
-        rf = 1
-        for w in self.filter_widths:
-            rf *= w
-        return rf
-
-    def build(self) -> _ref.TemporalModel:
-        return _ref.TemporalModel(self.joints_in, self.in_features, self.joints_out, self.filter_widths,
-                                  causal=self.causal, dropout=0.0, channels=self.channels, dense=self.dense)
-
-
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return value
-
-
-def architecture_from_state_dict(sd: dict, *, filter_widths: Optional[Sequence[int]] = None,
-                                 channels: Optional[int] = None, joints_in: Optional[int] = None,
-                                 in_features: int = 2, joints_out: Optional[int] = None, causal: bool = False,
-                                 dense: bool = False) -> Architecture:
-    """Infer a lifter's architecture from its state_dict shapes; explicit arguments override/complete it.
-
-    Inferred: channels (``expand_conv.weight`` rows), input values per frame (``J_in * F``; ``J_in``
-    follows from ``in_features``, default 2), filter widths (kernel widths of ``expand_conv`` and
-    ``layers_conv.{2i}``; for ``dense`` checkpoints a kernel of width ``(w - 1) * d + 1`` at
-    dilation ``d`` is filter width ``w``), ``J_out`` (``shrink.weight`` rows / 3). Not visible in
-    the weights: ``causal`` and ``dense`` (given by the caller). Raises ``ValueError`` naming the
-    argument when a given value contradicts the weights.
-    """
-    for key in ("expand_conv.weight", "shrink.weight"):
-        if key not in sd:
-            raise ValueError(f"checkpoint: the state_dict has no {key!r}; expected a VideoPose3D lifter "
-                             f"(expand_conv, layers_conv, layers_bn, shrink), got keys {sorted(sd)[:8]}...")
-    ew = sd["expand_conv.weight"]
-    if ew.dim() != 3:
-        raise ValueError(f"checkpoint: expand_conv.weight should be [channels, joints*features, width], got "
-                         f"{tuple(ew.shape)}")
-    c, k0, w0 = (int(s) for s in ew.shape)
-    if channels is not None and _positive("channels", channels) != c:
-        raise ValueError(f"channels: the checkpoint has {c} channels, got -ch {channels}")
-    in_features = _positive("in_features", in_features)
-    if joints_in is None:
-        if k0 % in_features:
-            raise ValueError(f"in_features: the checkpoint takes {k0} values per frame, not a multiple of "
-                             f"in_features={in_features}; give --joints-in/--in-features")
-        joints_in = k0 // in_features
-    elif _positive("joints_in", joints_in) * in_features != k0:
-        raise ValueError(f"joints_in: the checkpoint takes {k0} values per frame, got --joints-in {joints_in} x "
-                         f"--in-features {in_features} = {joints_in * in_features}")
-    j3 = int(sd["shrink.weight"].shape[0])
-    if j3 % 3:
-        raise ValueError(f"checkpoint: shrink.weight has {j3} output channels, not a multiple of 3")
-    if joints_out is not None and _positive("joints_out", joints_out) != j3 // 3:
-        raise ValueError(f"joints_out: the checkpoint predicts {j3 // 3} joints, got --joints-out {joints_out}")
-    kernel_widths = [w0]
-    i = 0
-    while f"layers_conv.{2 * i}.weight" in sd:
-        kernel_widths.append(int(sd[f"layers_conv.{2 * i}.weight"].shape[2]))
-        i += 1
-    inferred = [w0]
-    dilation = w0
-    for i, k in enumerate(kernel_widths[1:], start=1):
-        if dense:
-            if (k - 1) % dilation:
-                raise ValueError(f"dense: layers_conv.{2 * (i - 1)}.weight has kernel width {k}, which is not a dense "
-                                 f"kernel at dilation {dilation}; drop --dense if the checkpoint is dilated")
-            w = (k - 1) // dilation + 1
-        else:
-            w = k
-        inferred.append(w)
-        dilation *= w
-    if filter_widths is not None:
-        fw = _ref.validate_filter_widths(filter_widths)
-        if fw != inferred:
-            hint = ""
-            if not dense and len(fw) == len(kernel_widths):
-                d, dense_k = fw[0], [fw[0]]
-                for w in fw[1:]:
-                    dense_k.append((w - 1) * d + 1)
-                    d *= w
-                if dense_k == kernel_widths:
-                    hint = "; the checkpoint's kernels are dense: add --dense"
-            raise ValueError(f"architecture: -arc {','.join(map(str, fw))} does not match the checkpoint, whose "
-                             f"layers imply filter widths {','.join(map(str, inferred))} (dense={dense}){hint}")
-    fw = _ref.validate_filter_widths(inferred)
-    return Architecture(joints_in, in_features, j3 // 3, fw, c, bool(causal), bool(dense))
-
-
-# numpy array/dtype reconstruction and the legacy RandomState (MT19937) constructors: what
-# VideoPose3D checkpoints pickle (their 'random_state' is the data generator's RandomState).
-_NUMPY_SAFE = ("numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray",
-               "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
-               "numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__bit_generator_ctor",
-               "numpy.random._mt19937.MT19937", "numpy.random.mtrand.RandomState", "numpy.random.__RandomState_ctor")
-
-
-def _numpy_globals(names: list) -> Optional[list]:
-    """The objects for ``names`` if every one is in the numpy allow-list above, else None."""
-    import importlib
-
-    objs = []
-    for name in names:
-        if name not in _NUMPY_SAFE and not name.startswith("numpy.dtypes."):
-            return None
-        module, _, attr = name.rpartition(".")
-        try:
-            objs.append(getattr(importlib.import_module(module), attr))
-        except (ImportError, AttributeError):
-            return None
-    if any("randomstate_ctor" in n.lower() for n in names):
-        import numpy.random
-
-        objs.append(numpy.random.RandomState)  # the constructed object's class (its state is restored on it)
-    # Arrays rebuild their dtype from its class (numpy >= 1.25): allow the numeric ones only.
-    try:
-        import numpy.dtypes as npd
-    except ImportError:
-        return objs
-    numeric = ("Bool", "Byte", "UByte", "Short", "UShort", "Int", "UInt", "Long", "ULong", "LongLong",
-               "ULongLong", "Float16", "Float32", "Float64", "LongDouble", "Complex64", "Complex128")
-    objs += [getattr(npd, n + "DType") for n in numeric if hasattr(npd, n + "DType")]
-    objs += [getattr(npd, n) for n in dir(npd) if n.startswith(("Int", "UInt")) and n.endswith("DType")]
-    return objs
-
-
-def _torch_load(path: Path, trust: bool):
-    if trust:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    import pickle
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as first:
-        reason = str(first).strip().splitlines()[-1][:200] if str(first).strip() else type(first).__name__
-        # VideoPose3D checkpoints hold numpy arrays (e.g. the data generator's random_state):
-        # allow exactly numpy's array reconstruction, nothing else.
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # not a zip checkpoint at all (or an older torch without the helper)
-            raise ValueError(f"--checkpoint: cannot load {str(path)!r} as a torch checkpoint ({reason})") from None
-        objs = _numpy_globals(unsafe) if unsafe else None
-        if objs is None:
-            raise ValueError(f"--checkpoint: {str(path)!r} holds Python objects that a safe (weights_only) load "
-                             f"refuses ({', '.join(unsafe) if unsafe else reason}); if you trust the file, add "
-                             f"--trust-checkpoint") from None
-        try:
-            with torch.serialization.safe_globals(objs):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as second:
-            reason = str(second).strip().splitlines()[-1][:200] if str(second).strip() else type(second).__name__
-            raise ValueError(f"--checkpoint: {str(path)!r} holds Python objects that a safe (weights_only) load "
-                             f"refuses ({reason}); if you trust the file, add --trust-checkpoint") from None
-
-
 def load_checkpoint(path, *, key: str = "model_pos", trust: bool = False, causal: Optional[bool] = None,
                     dense: Optional[bool] = None, in_features: Optional[int] = None, **arch_overrides):
     """Load a lifter from a checkpoint: ``(reference TemporalModel in eval mode, Architecture)``.
 
-    ``path``: a ``torch.save``'d VideoPose3D-layout dict whose ``key`` entry (default
-    ``"model_pos"``; ``"model_traj"`` for the trajectory model) is the lifter's state_dict, or a
-    bare state_dict. A ``module.`` prefix (DataParallel) is stripped and missing BatchNorm
-    ``num_batches_tracked`` counters (old PyTorch) are zero-filled. Loading is ``weights_only``
-    (numpy arrays and RandomState objects allowed) unless ``trust`` is set.
+    :func:`fastlift.checkpoint.load_lifter` with ``fastlift export``'s flag names in its messages
+    (``--checkpoint``, ``--key``). ``path``: a ``torch.save``'d VideoPose3D-layout dict whose
+    ``key`` entry (default ``"model_pos"``; ``"model_traj"`` for the trajectory model) is the
+    lifter's state_dict, or a bare state_dict. A ``module.`` prefix (DataParallel) is stripped and
+    missing BatchNorm ``num_batches_tracked`` counters (old PyTorch) are zero-filled. Loading is
+    ``weights_only`` (numpy arrays and RandomState objects allowed) unless ``trust`` is set.
 
     ``causal``/``dense``/``in_features``: ``None`` means "not given": taken from the
     ``fastlift.architecture`` record that fastlift's training stack stores in its checkpoints,
@@ -270,52 +103,8 @@ def load_checkpoint(path, *, key: str = "model_pos", trust: bool = False, causal
     :func:`architecture_from_state_dict`. The 1f model's checkpoints load into the dilated model
     (same weights).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint: no such file: {str(path)!r}")
-    try:
-        ckpt = _torch_load(path, trust)
-    except ValueError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"--checkpoint: cannot load {str(path)!r} as a torch checkpoint "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"--checkpoint: expected a dict (a state_dict or a checkpoint with {key!r}), got "
-                         f"{type(ckpt).__name__}")
-    if key in ckpt:
-        sd = ckpt[key]
-    elif "expand_conv.weight" in ckpt or "module.expand_conv.weight" in ckpt:
-        sd = ckpt
-    else:
-        raise ValueError(f"--checkpoint: {str(path)!r} has no {key!r} entry (entries: {sorted(map(str, ckpt))}); "
-                         f"pick the lifter with --key")
-    if not isinstance(sd, dict):
-        raise ValueError(f"--checkpoint: {key!r} should be a state_dict, got {type(sd).__name__}")
-    if sd and all(str(k).startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    record = ckpt.get("fastlift") if isinstance(ckpt.get("fastlift"), dict) else {}
-    record = record.get("architecture") if isinstance(record.get("architecture"), dict) else {}
-
-    def resolve(name: str, given, default):
-        stored = record.get(name)
-        if given is not None and stored is not None and given != stored:
-            raise ValueError(f"--{name.replace('_', '-')}: the checkpoint records {name}={stored!r}, got {given!r}")
-        return given if given is not None else (stored if stored is not None else default)
-
-    arch = architecture_from_state_dict(sd, causal=bool(resolve("causal", causal, False)),
-                                        dense=bool(resolve("dense", dense, False)),
-                                        in_features=int(resolve("in_features", in_features, 2)), **arch_overrides)
-    model = arch.build()
-    sd = dict(sd)
-    for name, buf in model.state_dict().items():
-        if name.endswith("num_batches_tracked") and name not in sd:
-            sd[name] = torch.zeros_like(buf)
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError as exc:
-        raise ValueError(f"--checkpoint: the state_dict does not fit {arch} ({str(exc).splitlines()[0]})") from None
-    return model.eval(), arch
+    return load_lifter(path, key=key, trust=trust, what="--checkpoint", key_flag="--key", causal=causal, dense=dense,
+                       in_features=in_features, **arch_overrides)
 
 
 def build_random_model(arch: Architecture, seed: int = 0) -> _ref.TemporalModel:

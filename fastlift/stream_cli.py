@@ -28,8 +28,9 @@ y / w * 2 - h / w, as in VideoPose3D) when the file has metadata['video_metadata
 are assumed to be normalised already and are used as stored.
 
 model: --model loads a checkpoint whose 'model_pos' entry (or the file itself) is a state_dict
-of a dilated/dense or single-frame lifter; the architecture is inferred from its shapes (give
---dense for dense checkpoints and --causal for causal ones: neither is visible in the weights).
+of a dilated/dense or single-frame lifter (published VideoPose3D checkpoints load as they are);
+the architecture is inferred from its shapes (give --dense for dense checkpoints and --causal for
+causal ones: neither is visible in the weights; fastlift's own checkpoints record both).
 Without --model a randomly initialised model is used and the 3D output is meaningless (useful
 for measuring latency and throughput only).
 
@@ -114,23 +115,13 @@ def read_sequences(path, resolution=None) -> tuple[list[tuple[str, str, int, np.
 
 
 # ---------------------------------------------------------------------- model
-def _state_dict_widths(sd: dict, dense: bool) -> list[int]:
-    fw = [int(sd["expand_conv.weight"].shape[2])]
-    i = 0
-    while f"layers_conv.{2 * i}.weight" in sd:
-        width = int(sd[f"layers_conv.{2 * i}.weight"].shape[2])
-        if dense:
-            d = int(np.prod(fw))
-            if (width - 1) % d:
-                raise ValueError(f"--dense: layers_conv.{2 * i} has width {width}, not a dense kernel of dilation {d}")
-            width = (width - 1) // d + 1
-        fw.append(width)
-        i += 1
-    return fw
-
-
 def build_model(args, joints_in: int, in_features: int):
-    """The reference lifter described by ``args`` (``--model`` checkpoint or a random model), in eval mode."""
+    """The reference lifter described by ``args`` (``--model`` checkpoint or a random model), in eval mode.
+
+    A checkpoint is read by :func:`fastlift.checkpoint.load_lifter` (safe loading that accepts the
+    published VideoPose3D files, architecture from the weights and the checkpoint's record);
+    its input must match the data's ``joints_in`` x ``in_features`` values per frame.
+    """
     import torch
 
     from fastlift.info import parse_widths
@@ -138,32 +129,14 @@ def build_model(args, joints_in: int, in_features: int):
 
     widths = parse_widths(args.architecture) if args.architecture else None
     if args.model:
-        path = Path(args.model)
-        if not path.is_file():
-            raise FileNotFoundError(f"--model: no such file: {str(path)!r}")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=not args.trust_checkpoint)
-        except Exception as exc:
-            raise ValueError(f"--model: cannot load {str(path)!r} ({type(exc).__name__}: {exc}); if it holds extra "
-                             f"Python objects and you trust it, add --trust-checkpoint") from None
-        sd = ckpt.get("model_pos", ckpt) if isinstance(ckpt, dict) else None
-        if not isinstance(sd, dict) or "expand_conv.weight" not in sd or "shrink.weight" not in sd:
-            raise ValueError(f"--model: {str(path)!r} has no lifter state_dict (expected 'model_pos' with "
-                             f"'expand_conv.weight', ..., 'shrink.weight')")
-        channels, k0 = int(sd["expand_conv.weight"].shape[0]), int(sd["expand_conv.weight"].shape[1])
+        from fastlift.checkpoint import load_lifter
+
+        model, arch = load_lifter(args.model, trust=args.trust_checkpoint, what="--model", filter_widths=widths,
+                                  causal=True if args.causal else None, dense=True if args.dense else None)
+        k0 = arch.joints_in * arch.in_features
         if k0 != joints_in * in_features:
             raise ValueError(f"--model: the checkpoint expects {k0} input values per frame, the data has "
                              f"{joints_in} joints x {in_features} = {joints_in * in_features}")
-        j_out3 = int(sd["shrink.weight"].shape[0])
-        if j_out3 % 3:
-            raise ValueError(f"--model: shrink layer has {j_out3} outputs, not a multiple of 3")
-        fw = widths or _state_dict_widths(sd, args.dense)
-        model = TemporalModel(joints_in, in_features, j_out3 // 3, fw, causal=args.causal, channels=channels,
-                              dense=args.dense)
-        try:
-            model.load_state_dict(sd)
-        except RuntimeError as exc:
-            raise ValueError(f"--model: state_dict does not fit architecture {fw} (dense={args.dense}): {exc}") from None
         random = False
     else:
         torch.manual_seed(args.seed)

@@ -550,6 +550,41 @@ def test_stream_cli_writes_whole_sequence_equal_output(tmp_path, capsys, causal,
         np.testing.assert_allclose(res[subject][action][cam], ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
+def test_stream_cli_loads_reference_checkpoints_without_trust(tmp_path, capsys):
+    """Published VideoPose3D checkpoints pickle the data generator's numpy RandomState and (old
+    PyTorch) lack BatchNorm num_batches_tracked; the shared safe loader reads them without
+    --trust-checkpoint, as train and export do. Other pickled objects still need it."""
+    from pathlib import Path
+
+    from fastlift.cli import main
+
+    path, pos = _write_inputs(tmp_path)
+    model = make_model([3, 3], False, channels=16, dtype=torch.float32, j_in=17, j_out=17)
+    sd = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    ckpt = tmp_path / "pretrained.bin"
+    torch.save({"epoch": 80, "lr": 1e-5, "random_state": np.random.RandomState(1234),
+                "optimizer": {"state": {}, "param_groups": []}, "model_pos": sd, "model_traj": None}, ckpt)
+    with pytest.raises(Exception):  # plain safe loading refuses the numpy objects
+        torch.load(ckpt, weights_only=True)
+    out = tmp_path / "out.npz"
+    rc = main(["stream", "--input", str(path), "--output", str(out), "--model", str(ckpt), "--device", "cpu"])
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "randomly initialised" not in err
+    res = np.load(out, allow_pickle=True)["positions_3d"].item()
+    x = pos["S9"]["Walk 1"][0]
+    ref = lift_sequence(model, torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(res["S9"]["Walk 1"][0], ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+    evil = tmp_path / "objects.bin"
+    torch.save({"model_pos": model.state_dict(), "args": Path("x")}, evil)
+    argv = ["stream", "--input", str(path), "--output", str(out), "--model", str(evil), "--device", "cpu"]
+    rc = main(argv)
+    assert rc == 2 and "--trust-checkpoint" in capsys.readouterr().err
+    rc = main(argv + ["--trust-checkpoint"])
+    assert rc == 0, capsys.readouterr().err
+
+
 def test_stream_cli_random_model_warns_and_paces(tmp_path, capsys):
     from fastlift.cli import main
 

@@ -1,4 +1,4 @@
-"""Checkpoints in the reference layout: atomic writes, safe loading, old-file compatibility.
+"""Checkpoints in the reference layout: atomic writes, exact-resume RNG state, old-file compatibility.
 
 Layout (a dict, ``torch.save``'d; the reference's keys first):
 
@@ -14,13 +14,15 @@ Layout (a dict, ``torch.save``'d; the reference's keys first):
   torch CPU/CUDA, numpy and Python RNG states (the fused kernels draw their dropout seeds from
   torch's generator), the training history (per-epoch losses) and the flags of the run.
 
-Compatibility:
+Compatibility (loading is :mod:`fastlift.checkpoint`, shared with ``fastlift export`` and
+``fastlift stream``; :func:`load_checkpoint`, :func:`safe_globals_for_reference`,
+:func:`fix_state_dict` and :func:`load_model_state` are re-exported here):
 
 * Reference checkpoints load for evaluation and fine-tuning: their ``model_pos`` /
   ``model_traj`` / ``optimizer`` keys are the same. The published files pickle
   ``numpy.random.RandomState`` objects; :func:`load_checkpoint` loads them with
   ``weights_only=True`` inside a :func:`torch.serialization.safe_globals` context that
-  allow-lists only numpy's RandomState/MT19937 constructors and plain ``ndarray``/``dtype``
+  allow-lists only numpy's RandomState/MT19937 constructors and plain ``ndarray``/``dtype``/scalar
   reconstruction (under their numpy 1.x and 2.x names) — safe loading is never disabled
   globally. Files needing anything else are refused unless ``trust=True``.
 * State dicts without BatchNorm ``num_batches_tracked`` (written by old PyTorch versions) get
@@ -34,13 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import random
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fastlift.checkpoint import fix_state_dict, load_checkpoint, load_model_state, safe_globals_for_reference
 
 __all__ = ["save_checkpoint", "load_checkpoint", "safe_globals_for_reference", "fix_state_dict",
            "load_model_state", "rng_state", "set_rng_state", "FORMAT", "checkpoint_path", "publish_mode"]
@@ -89,104 +92,6 @@ def save_checkpoint(path, state: dict) -> Path:
         finally:
             os.close(dfd)
     return path
-
-
-# ----------------------------------------------------------------------------------------- load
-def safe_globals_for_reference() -> list:
-    """The allow-list that lets ``weights_only=True`` read the reference's numpy RNG pickles.
-
-    Only constructors of numpy's legacy ``RandomState``/``MT19937`` bit generator and plain
-    ``ndarray``/``dtype`` reconstruction, under both the numpy 1.x (``numpy.core``) and 2.x
-    (``numpy._core``) module names, and the pre-1.17 ``numpy.random.__RandomState_ctor``.
-    """
-    import numpy.random._pickle as rpickle
-
-    try:
-        import numpy._core.multiarray as multiarray
-    except ImportError:  # numpy < 2
-        import numpy.core.multiarray as multiarray
-    reconstruct = multiarray._reconstruct
-    out = [np.random.mtrand.RandomState, np.random.MT19937, np.ndarray, np.dtype,
-           (reconstruct, "numpy.core.multiarray._reconstruct"),
-           (reconstruct, "numpy._core.multiarray._reconstruct")]
-    for name in ("__randomstate_ctor", "__bit_generator_ctor"):
-        if hasattr(rpickle, name):
-            out.append(getattr(rpickle, name))
-    legacy = getattr(np.random, "__RandomState_ctor", None)
-    if legacy is not None:
-        out.append((legacy, "numpy.random.__RandomState_ctor"))
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        for name in ("UInt32DType", "Int64DType", "Float64DType", "Float32DType"):
-            if hasattr(dtypes, name):
-                out.append(getattr(dtypes, name))
-    return out
-
-
-def load_checkpoint(path, map_location="cpu", trust: bool = False) -> dict:
-    """Load a reference or fastlift checkpoint without executing arbitrary pickled code.
-
-    Args:
-        path: the checkpoint file.
-        map_location: where tensors go (default CPU).
-        trust: fall back to full unpickling (``weights_only=False``) for files that need more
-            than the allow-list — only for files from a trusted source.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a checkpoint, not a dict, or needs globals outside the allow-list
-            (and ``trust`` is False); the message names the file and the offending global.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint: no such file: {str(path)!r}")
-    try:
-        with torch.serialization.safe_globals(safe_globals_for_reference()):
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError, ValueError) as exc:
-        if not trust:
-            msg = str(exc).strip().splitlines()
-            detail = next((m.strip() for m in msg if "Unsupported" in m or "GLOBAL" in m), msg[-1] if msg else "")
-            raise ValueError(f"checkpoint: cannot load {str(path)!r} safely ({type(exc).__name__}: {detail[:300]}); if "
-                             f"the file holds other Python objects and you trust it, pass --trust-checkpoint") from None
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as exc2:
-            raise ValueError(f"checkpoint: cannot load {str(path)!r} ({type(exc2).__name__}: {exc2})") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint: {str(path)!r} holds a {type(ckpt).__name__}, expected a dict with 'model_pos'")
-    return ckpt
-
-
-# ----------------------------------------------------------------------------------------- state dicts
-def fix_state_dict(sd: dict, model: torch.nn.Module) -> dict:
-    """A copy of ``sd`` that ``model.load_state_dict`` accepts from old/wrapped checkpoints:
-    ``module.`` prefixes stripped; missing BatchNorm ``num_batches_tracked`` set to 0."""
-    if not isinstance(sd, dict):
-        raise ValueError(f"state_dict: expected a dict of tensors, got {type(sd).__name__}")
-    out = dict(sd)
-    if out and all(k.startswith("module.") for k in out):
-        out = {k[len("module."):]: v for k, v in out.items()}
-    for name, buf in model.state_dict().items():
-        if name.endswith("num_batches_tracked") and name not in out:
-            out[name] = torch.zeros_like(buf)
-    return out
-
-
-def load_model_state(model: torch.nn.Module, sd: dict, what: str = "model_pos") -> None:
-    """``model.load_state_dict(fix_state_dict(sd))`` with a message naming the mismatch."""
-    if sd is None:
-        raise ValueError(f"checkpoint: {what!r} is empty (None)")
-    fixed = fix_state_dict(sd, model)
-    try:
-        model.load_state_dict(fixed, strict=True)
-    except RuntimeError as exc:
-        mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        theirs = {k: tuple(v.shape) for k, v in fixed.items() if hasattr(v, "shape")}
-        diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)][:4]
-        hint = "; ".join(f"{k}: model {mine.get(k)} vs checkpoint {theirs.get(k)}" for k in diff)
-        raise ValueError(f"checkpoint: {what!r} does not fit the model built from the flags (-arc, -ch, --dense, "
-                         f"--causal, dataset joints): {hint or exc}") from None
 
 
 # ----------------------------------------------------------------------------------------- RNG state

@@ -77,7 +77,7 @@ def add_arguments(p) -> None:
                    help="checkpoint file (name in -c/--checkpoint, or a path)")
     p.add_argument("--output", metavar="PATH", help="output npz (default: <input stem>_3d.npz next to the input)")
     p.add_argument("-arc", "--architecture", default=None, metavar="LAYERS",
-                   help="filter widths (default: from a fastlift checkpoint, else 3,3,3)")
+                   help="filter widths (default: from the checkpoint's weights)")
     p.add_argument("-ch", "--channels", default=None, type=int, metavar="N",
                    help="channels (default: from the checkpoint's weights)")
     p.add_argument("--causal", action="store_true", default=None, help="the checkpoint is a causal model")
@@ -98,43 +98,15 @@ def add_arguments(p) -> None:
                    help="unpickle arbitrary Python objects in the checkpoint (only for files you trust)")
 
 
-def _state_widths(sd: dict, dense: bool) -> list[int]:
-    fw = [int(sd["expand_conv.weight"].shape[2])]
-    i = 0
-    while f"layers_conv.{2 * i}.weight" in sd:
-        width = int(sd[f"layers_conv.{2 * i}.weight"].shape[2])
-        if dense:
-            d = int(np.prod(fw))
-            width = (width - 1) // d + 1
-        fw.append(width)
-        i += 1
-    return fw
-
-
-def _build(sd: dict, meta: dict, args, what: str):
-    from fastlift.model import TemporalModel
+def _build(ckpt: dict, args, key: str):
+    """The checkpoint's ``key`` lifter (fastlift's fused model, ``--impl``) on ``args.device``, eval mode:
+    architecture from the weights and the checkpoint's record, completed/checked by the flags."""
+    from fastlift.checkpoint import lifter_from_checkpoint
     from fastlift.train.args import parse_architecture
-    from fastlift.train.checkpoint import load_model_state
 
-    for key in ("expand_conv.weight", "shrink.weight"):
-        if key not in sd:
-            raise ValueError(f"checkpoint: {what!r} has no {key!r}; not a VideoPose3D lifter state_dict")
-    dense = bool(args.dense if args.dense is not None else meta.get("dense", False))
-    causal = bool(args.causal if args.causal is not None else meta.get("causal", False))
-    if args.architecture is not None:
-        widths = parse_architecture(args.architecture)
-    elif "filter_widths" in meta:
-        widths = list(meta["filter_widths"])
-    else:
-        widths = _state_widths(sd, dense)
-    channels = args.channels or int(sd["expand_conv.weight"].shape[0])
-    k_in = int(sd["expand_conv.weight"].shape[1])
-    if k_in % 2:
-        raise ValueError(f"checkpoint: {what!r} expects {k_in} input values per frame, not (joints x 2)")
-    j_out = int(sd["shrink.weight"].shape[0]) // 3
-    model = TemporalModel(k_in // 2, 2, j_out, widths, causal=causal, dropout=0.0, channels=channels, dense=dense,
-                          impl=args.impl)
-    load_model_state(model, sd, what)
+    widths = parse_architecture(args.architecture) if args.architecture is not None else None
+    model, _ = lifter_from_checkpoint(ckpt, key=key, impl=args.impl, filter_widths=widths, channels=args.channels,
+                                      causal=args.causal, dense=args.dense)
     return model.to(torch.device(args.device)).eval()
 
 
@@ -162,6 +134,7 @@ def _obj(value) -> np.ndarray:
 
 def lift_file(args, log=print) -> dict:
     """Lift every sequence of ``args.input``; returns ``{"output": path, "sequences": n, ...}``."""
+    from fastlift.checkpoint import stored_architecture
     from fastlift.train.args import default_device
     from fastlift.train.checkpoint import checkpoint_path, load_checkpoint
     from fastlift.train.evaluate import SequenceSet
@@ -176,11 +149,11 @@ def lift_file(args, log=print) -> dict:
     ckpt = load_checkpoint(ckpt_file, trust=args.trust_checkpoint)
     if "model_pos" not in ckpt:
         raise ValueError(f"checkpoint: {str(ckpt_file)!r} has no 'model_pos' entry (keys: {sorted(ckpt)})")
-    meta = (ckpt.get("fastlift") or {}).get("architecture") or {}
-    model_pos = _build(ckpt["model_pos"], meta, args, "model_pos")
+    meta = stored_architecture(ckpt)
+    model_pos = _build(ckpt, args, "model_pos")
     model_traj = None
     if args.trajectory and ckpt.get("model_traj") is not None:
-        model_traj = _build(ckpt["model_traj"], meta, args, "model_traj")
+        model_traj = _build(ckpt, args, "model_traj")
 
     layout_in = kp.layout_name
     layout_model = meta.get("keypoints_layout")

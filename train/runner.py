@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from fastlift.checkpoint import stored_architecture
 from fastlift.train import args as targs
 from fastlift.train.checkpoint import checkpoint_path, load_checkpoint, load_model_state
 from fastlift.train.evaluate import (SequenceSet, final_evaluation, format_table, mean_pose_baseline, write_json)
@@ -45,8 +46,7 @@ def main(args, mode: str = "train", log: Callable[[str], None] = _log) -> dict:
             raise ValueError(f"checkpoint: {str(path)!r} has no 'model_pos' entry (keys: {sorted(ckpt)})")
         log(f"This model was trained for {ckpt.get('epoch', '?')} epochs")
         result["checkpoint"] = str(path)
-    meta = (ckpt.get("fastlift") or {}).get("architecture") if ckpt is not None else None
-    targs.finalize_architecture(args, meta)
+    targs.finalize_architecture(args, stored_architecture(ckpt))
     training = not args.evaluate
     exp = load_experiment(args, need_train=training, need_test=training or not args.render)
     log(f"Dataset {exp.name!r} ({exp.data_dir}), keypoints {exp.keypoints_name!r} ({exp.layout_name} layout, "

@@ -2,7 +2,8 @@
 
 A package (one ``.pt2`` file, AOTInductor's PT2 archive) holds up to two compiled models:
 
-``"model"`` — whole-sequence lifting, the exported form of :meth:`FusedInferenceLifter.lift`:
+``"model"`` — whole-sequence lifting, the exported form of :meth:`FusedInferenceLifter.forward_sequence`
+    (:meth:`~FusedInferenceLifter.lift` without its NaN/inf checks):
     input ``keypoints`` float32 ``(B, T, J_in, F)``, output ``poses`` float32 ``(B, T, J_out, 3)``,
     with the reference's edge padding (symmetric models replicate ``pad`` frames on each side,
     causal ones ``2*pad`` on the left). ``B >= 1`` and ``T >= 1`` are dynamic (sequences shorter
@@ -124,20 +125,20 @@ def build_random_model(arch: Architecture, seed: int = 0) -> _ref.TemporalModel:
 class SequenceLifter(nn.Module):
     """Export-friendly whole-sequence lifting: ``(B, T, J_in, F)`` -> ``(B, T, J_out, 3)`` float32.
 
-    Wraps a :class:`fastlift.model.FusedInferenceLifter` and computes exactly its ``lift`` (edge
+    Wraps a :class:`fastlift.model.FusedInferenceLifter` and calls its
+    :meth:`~fastlift.model.FusedInferenceLifter.forward_sequence`: exactly ``lift``'s result (edge
     padding by concatenating expanded edge frames, or in the kernel's index math on the Triton
-    path) without ``lift``'s data-dependent input checks (NaN/inf rejection), which cannot be
-    traced: callers of an exported model validate inputs themselves (the C++ runner does).
+    path) with shape/dtype/device checks only — ``lift``'s data-dependent input checks (NaN/inf
+    rejection) cannot be traced, so callers of an exported model validate inputs themselves (the
+    C++ runner does).
     """
 
     def __init__(self, lifter):
         super().__init__()
         self.lifter = lifter
-        self.left, self.right = _ref.sequence_padding(lifter)
 
     def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
-        self.lifter._check(keypoints, 1)  # shape/dtype/device checks only: traceable
-        return self.lifter._run(keypoints, self.left, self.right)
+        return self.lifter.forward_sequence(keypoints)
 
 
 class StreamStep(nn.Module):

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -36,25 +34,15 @@ __all__ = ["NumpyWindowBatches", "load_training_split", "run_sampler_benchmark",
 
 
 def machine_info(device) -> dict:
-    """CPU model, core count, torch threads, load average and (CUDA) GPU name."""
-    device = torch.device(device)
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        info["load_average_1m"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
+    """CPU model, core count, torch threads, load average and (CUDA) GPU name: the record of
+    :func:`fastlift.bench.machine.host_info` in this benchmark's layout (no Python version; load
+    average to two decimals)."""
+    from fastlift.bench.machine import host_info
+
+    info = host_info(device)
+    del info["python"]
+    if "load_average_1m" in info:
+        info["load_average_1m"] = round(info["load_average_1m"], 2)
     return info
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,33 +27,12 @@ import time
 import numpy as np
 import torch
 
+from fastlift.bench.machine import host_info as machine_info
 from fastlift.reference import (TemporalModel, TemporalModelOptimized1f, architecture_summary, edge_pad,
                                 lift_sequence, sequence_padding)
 from fastlift.streaming import StreamingLifter
 
 __all__ = ["run_benchmark", "machine_info", "main"]
-
-
-def machine_info(device: torch.device) -> dict:
-    """Where the numbers came from: CPU model, cores, torch threads, GPU name."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        info["load_average_1m"] = os.getloadavg()[0]
-    except OSError:
-        pass
-    return info
 
 
 def _sync(device: torch.device) -> None:

@@ -10,7 +10,8 @@ import torch
 
 from fastlift.bench.peaks import lookup_peaks
 
-__all__ = ["resolve_device", "device_name", "cpu_model_name", "cpu_cores", "device_slug", "machine_info", "slugify"]
+__all__ = ["resolve_device", "device_name", "cpu_model_name", "cpu_cores", "device_slug", "host_info", "machine_info",
+           "slugify"]
 
 
 def resolve_device(spec: str | None = None) -> torch.device:
@@ -101,16 +102,35 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
+def host_info(device: torch.device | str) -> dict:
+    """Where the numbers came from: CPU model, cores, torch threads, versions, GPU name, load.
+
+    Keys: ``cpu`` (model name, ``"unknown"`` if not found), ``cpu_count`` (``os.cpu_count()``),
+    ``torch_threads``, ``torch``, ``python``, ``device``, ``gpu`` (CUDA devices only),
+    ``load_average_1m`` (where the OS reports it). The record of the streaming and sampler
+    benchmarks; :func:`machine_info` extends it for the suite.
+    """
+    device = torch.device(device)
+    info = {"cpu": cpu_model_name() or "unknown", "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        info["load_average_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
 def machine_info(device: torch.device) -> dict:
     """Device name, slug, versions, CPU facts, precision flags and the peak table entry.
 
-    Builds on :func:`fastlift.bench.bench_stream.machine_info` (the streaming benchmark's record of
-    the host) and adds what the suite's tables need.
+    Builds on :func:`host_info` (the benchmarks' record of the host) and adds what the suite's
+    tables need.
     """
     from fastlift import __version__
-    from fastlift.bench.bench_stream import machine_info as host_info
 
-    info = dict(host_info(device))
+    info = host_info(device)
     info.update({
         "device_type": device.type,
         "device_name": device_name(device),

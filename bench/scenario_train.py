@@ -108,6 +108,19 @@ class _Trainer:
         return out, grads
 
 
+def _epoch_slice(tr: _Trainer, loader, batches: int):
+    """The timed call of an epoch-slice case: ``batches`` training steps, each on the next batch
+    from ``loader`` (so batch construction is timed with the step); returns the last loss."""
+
+    def epoch_slice():
+        loss = None
+        for _ in range(batches):
+            bx, by = loader()
+            loss = tr.step(bx, by)
+        return loss
+    return epoch_slice
+
+
 def _model_variants(ctx: BenchContext, base_state: dict, arc, channels: int, x, y, ref_out, ref_grads,
                     loader=None, data_err: float | None = None) -> list[Variant]:
     """Variants of the training step. With ``loader`` (a callable giving (x, y) per batch), ``fn``
@@ -163,15 +176,7 @@ def _model_variants(ctx: BenchContext, base_state: dict, arc, channels: int, x, 
                     info["check"] = ("max(out_err/tol_out, grad_err/tol_grad); data windows exact", math.inf, 1.0)
             if loader is None:
                 return lambda: tr.step(x, y)
-            nb = ctx.plan.slice_batches
-
-            def epoch_slice():
-                loss = None
-                for _ in range(nb):
-                    bx, by = loader()
-                    loss = tr.step(bx, by)
-                return loss
-            return epoch_slice
+            return _epoch_slice(tr, loader, ctx.plan.slice_batches)
 
         return Variant(vid, family, precision, make, baseline=baseline, label=label or vid, check=check, info=info)
 
@@ -567,15 +572,7 @@ def _slice_fastlift_variant(ctx, base_state, arc, ch, x, y, ref_out, ref_grads, 
         if data_err is None or data_err != 0.0 or not math.isfinite(worst):
             worst = math.inf
         info["check"] = ("max(out_err/tol_out, grad_err/tol_grad); data windows exact", worst, 1.0)
-        nb = ctx.plan.slice_batches
-
-        def epoch_slice():
-            loss = None
-            for _ in range(nb):
-                bx, by = loader()
-                loss = tr.step(bx, by)
-            return loss
-        return epoch_slice
+        return _epoch_slice(tr, loader, ctx.plan.slice_batches)
 
     vid = f"fastlift-{'autocast-bf16' if precision == 'bf16' else precision}+{data_name}"
     return Variant(vid, "fastlift", precision, make, label=f"fastlift {precision} + {data_name}",

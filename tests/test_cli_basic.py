@@ -13,11 +13,7 @@ import pytest
 from fastlift.cli import main
 from fastlift.reference import TemporalModel, count_parameters
 
-
-def run_cli(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+from helpers import run_cli
 
 
 def test_info_prints_243f_numbers(capsys):

@@ -25,28 +25,20 @@ from fastlift import export as E
 from fastlift.cli import main
 from fastlift.fold import fold_lifter
 from fastlift.model import fuse
-from fastlift.reference import TemporalModel, TemporalModelOptimized1f, lift_sequence
+from fastlift.reference import TemporalModelOptimized1f, lift_sequence
+
+import helpers
+from helpers import rel_err, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 J_IN, J_OUT = 17, 17
 ARC, CH = [3, 3], 32  # receptive field 9, pad 4: tiny, so AOTInductor compiles quickly
 
 
-def make_model(fw=ARC, causal=False, channels=CH, dense=False, dtype=torch.float32, seed=0, j_in=J_IN, j_out=J_OUT,
-               cls=TemporalModel):
-    """A lifter with non-trivial BatchNorm statistics (so folding matters), in eval mode."""
-    torch.manual_seed(seed)
-    kwargs = {"dense": dense} if cls is TemporalModel else {}
-    m = cls(j_in, 2, j_out, fw, causal=causal, channels=channels, **kwargs)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.3)
-                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-                mod.weight.copy_(torch.randn(mod.num_features, generator=g) * 0.5 + 1)
-                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.2)
-    return m.to(dtype).eval()
+def make_model(fw=ARC, causal=False, **kwargs):
+    """:func:`helpers.make_model` with this module's defaults (17 joints in and out, 32 channels, fp32)."""
+    return helpers.make_model(fw, causal, **{"channels": CH, "dtype": torch.float32, "j_in": J_IN, "j_out": J_OUT,
+                                             **kwargs})
 
 
 def random_keypoints(shape, seed, dtype=np.float32):
@@ -60,17 +52,6 @@ def save_checkpoint(path, model, **extra):
     torch.save({"epoch": 7, "lr": 0.00095, "random_state": np.random.RandomState(1234),
                 "optimizer": {"state": {}, "param_groups": []}, "model_pos": model.state_dict(), "model_traj": None,
                 **extra}, path)
-
-
-def rel_err(got, want) -> float:
-    got, want = torch.as_tensor(got).double(), torch.as_tensor(want).double()
-    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
-
-
-def run_cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 # ---------------------------------------------------------------------------- architecture

@@ -10,23 +10,7 @@ import torch.nn.functional as F
 from fastlift.fold import FoldedConv, FoldedLifter, fold_bn, fold_lifter, run_folded_torch
 from fastlift.reference import TemporalModel, TemporalModelOptimized1f
 
-
-def randomize(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv1d):
-                fan_in = m.weight.shape[1] * m.weight.shape[2]
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=torch.float64) / math.sqrt(fan_in))
-                if m.bias is not None:
-                    m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g, dtype=torch.float64))
-            elif isinstance(m, torch.nn.BatchNorm1d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g, dtype=torch.float64))
-                m.bias.copy_(0.2 * torch.randn(c, generator=g, dtype=torch.float64))
-                m.running_mean.copy_(0.3 * torch.randn(c, generator=g, dtype=torch.float64))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g, dtype=torch.float64))
-    return model
+from helpers import randomize
 
 
 def make(fw, causal=False, dense=False, channels=8, seed=0, cls=TemporalModel):

@@ -15,22 +15,9 @@ from fastlift import reference as R
 from fastlift.kernels._common import dropout_mask_torch, dropout_threshold
 from fastlift.kernels.lifter_autograd import layer_salt
 
+from helpers import randomise_bn, rel_err
+
 J_IN, F_IN, J_OUT = 5, 2, 4
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
-
-
-def randomise_bn(model, gen_seed=0):
-    g = torch.Generator().manual_seed(gen_seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
 
 
 def pair(kind="dilated", widths=(3, 3, 3), channels=24, dropout=0.0, **kw):

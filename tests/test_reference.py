@@ -28,31 +28,13 @@ from fastlift.reference import (
     validate_filter_widths,
 )
 
+from helpers import randomize
+
 ARCHS = {27: [3, 3, 3], 81: [3, 3, 3, 3], 243: [3, 3, 3, 3, 3]}
 PADS = {27: [1, 3, 9], 81: [1, 3, 9, 27], 243: [1, 3, 9, 27, 81]}
 
 
 # ---------------------------------------------------------------------- helpers
-def randomize(model: torch.nn.Module, seed: int = 0, scale: float | None = None) -> torch.nn.Module:
-    """Random conv weights (variance-preserving) and random BN affine params / running stats."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv1d):
-                fan_in = m.weight.shape[1] * m.weight.shape[2]
-                s = scale if scale is not None else 1.0 / math.sqrt(fan_in)
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=torch.float64) * s)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g, dtype=torch.float64) * 0.1)
-            elif isinstance(m, torch.nn.BatchNorm1d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g, dtype=torch.float64))
-                m.bias.copy_(0.2 * torch.randn(c, generator=g, dtype=torch.float64))
-                m.running_mean.copy_(0.3 * torch.randn(c, generator=g, dtype=torch.float64))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g, dtype=torch.float64))
-    return model
-
-
 def make(fw, causal=False, channels=8, joints_in=5, features=2, joints_out=4, dense=False, cls=TemporalModel,
          seed=0, dtype=torch.float64):
     kwargs = dict(causal=causal, dropout=0.25, channels=channels)

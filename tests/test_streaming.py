@@ -10,27 +10,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastlift.fold import fold_lifter
-from fastlift.reference import TemporalModel, TemporalModelOptimized1f, lift_sequence
+from fastlift.reference import TemporalModelOptimized1f, lift_sequence
 from fastlift.streaming import StreamingLifter, StreamOutput
+
+import helpers
+from helpers import write_reference_checkpoint
 
 J_IN, J_OUT = 4, 3
 
 
-def make_model(fw, causal=False, channels=16, dense=False, dtype=torch.float64, seed=0, j_in=J_IN, j_out=J_OUT,
-               cls=TemporalModel):
-    """A model with non-trivial BN statistics, so folding matters."""
-    torch.manual_seed(seed)
-    kwargs = {"dense": dense} if cls is TemporalModel else {}
-    m = cls(j_in, 2, j_out, fw, causal=causal, channels=channels, **kwargs)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.3)
-                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-                mod.weight.copy_(torch.randn(mod.num_features, generator=g) * 0.5 + 1)
-                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.2)
-    return m.to(dtype).eval()
+def make_model(fw, causal=False, **kwargs):
+    """:func:`helpers.make_model` with this module's defaults (4 joints in, 3 out, 16 channels, fp64)."""
+    return helpers.make_model(fw, causal, **{"channels": 16, "dtype": torch.float64, "j_in": J_IN, "j_out": J_OUT,
+                                             **kwargs})
 
 
 def random_seq(t, seed, j=J_IN, dtype=torch.float64):
@@ -560,21 +552,21 @@ def test_stream_cli_loads_reference_checkpoints_without_trust(tmp_path, capsys):
 
     path, pos = _write_inputs(tmp_path)
     model = make_model([3, 3], False, channels=16, dtype=torch.float32, j_in=17, j_out=17)
-    sd = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    ckpt = tmp_path / "pretrained.bin"
-    torch.save({"epoch": 80, "lr": 1e-5, "random_state": np.random.RandomState(1234),
-                "optimizer": {"state": {}, "param_groups": []}, "model_pos": sd, "model_traj": None}, ckpt)
-    with pytest.raises(Exception):  # plain safe loading refuses the numpy objects
-        torch.load(ckpt, weights_only=True)
     out = tmp_path / "out.npz"
-    rc = main(["stream", "--input", str(path), "--output", str(out), "--model", str(ckpt), "--device", "cpu"])
-    stdout, err = capsys.readouterr()
-    assert rc == 0, err
-    assert "randomly initialised" not in err
-    res = np.load(out, allow_pickle=True)["positions_3d"].item()
     x = pos["S9"]["Walk 1"][0]
     ref = lift_sequence(model, torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(res["S9"]["Walk 1"][0], ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    for legacy in (True, False):
+        ckpt = write_reference_checkpoint(tmp_path / f"pretrained_{legacy}.bin", model,
+                                          torch.optim.Adam(model.parameters(), amsgrad=True), 80, 1e-5,
+                                          legacy_numpy=legacy)
+        with pytest.raises(Exception):  # plain safe loading refuses the numpy objects
+            torch.load(ckpt, weights_only=True)
+        rc = main(["stream", "--input", str(path), "--output", str(out), "--model", str(ckpt), "--device", "cpu"])
+        stdout, err = capsys.readouterr()
+        assert rc == 0, err
+        assert "randomly initialised" not in err
+        res = np.load(out, allow_pickle=True)["positions_3d"].item()
+        np.testing.assert_allclose(res["S9"]["Walk 1"][0], ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
     evil = tmp_path / "objects.bin"
     torch.save({"model_pos": model.state_dict(), "args": Path("x")}, evil)

@@ -8,11 +8,7 @@ import pytest
 from fastlift.cli import main
 from fastlift.train.args import finalize_architecture, parse_args, parse_architecture, resolve_defaults, validate
 
-
-def run_cli(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+from helpers import run_cli
 
 
 def test_defaults_are_run_py_defaults(tmp_path, monkeypatch):

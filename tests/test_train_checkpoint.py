@@ -1,7 +1,6 @@
 """Checkpoints: atomic writes, reference-layout cross-loading, safe loading of numpy RNG pickles."""
 from __future__ import annotations
 
-import io
 import json
 import os
 
@@ -14,57 +13,23 @@ from fastlift.cli import main
 from fastlift.train.checkpoint import (checkpoint_path, fix_state_dict, load_checkpoint, load_model_state,
                                        save_checkpoint)
 
+from helpers import one_thread_fixture, synthetic_data, write_reference_checkpoint
+
 SUBJECTS = ("S1", "S9")
 ACTIONS = ("Walking 1", "Squats 1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: one thread is as fast and immune to oversubscription on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+one_thread = one_thread_fixture()
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from fastlift.data import synthetic as syn
-
-    d = tmp_path_factory.mktemp("synth")
-    syn.write(d, seed=1, subjects=SUBJECTS, actions=ACTIONS, frames_per_action=120)
-    return d
+    return synthetic_data(tmp_path_factory, seed=1, subjects=SUBJECTS, actions=ACTIONS, frames_per_action=120)
 
 
 def flags(data_dir, ckdir, *extra):
     return ["train", "-d", "synthetic", "--data-dir", str(data_dir), "-str", "S1", "-ste", "S9", "-arc", "3,3", "-ch", "16",
             "-b", "256", "-c", str(ckdir), "--no-progress", *extra]
-
-
-class _LegacyRandomState:
-    """Pickles like a numpy < 1.17 RandomState (the published checkpoints' ``random_state``)."""
-
-    def __init__(self, seed):
-        self.state = np.random.RandomState(seed).get_state()
-
-    def __reduce__(self):
-        return getattr(np.random, "__RandomState_ctor"), (), self.state
-
-
-def write_reference_checkpoint(path, model_pos, optimizer, epoch, lr, legacy_numpy=True):
-    """A checkpoint as VideoPose3D's run.py writes it with the PyTorch/numpy of its time: legacy (non-zip)
-    serialization, numpy RandomState objects with numpy 1.x module names, no num_batches_tracked."""
-    sd = {k: v for k, v in model_pos.state_dict().items() if not k.endswith("num_batches_tracked")}
-    state = {"epoch": epoch, "lr": lr, "random_state": _LegacyRandomState(1234) if legacy_numpy else
-             np.random.RandomState(1234), "optimizer": optimizer.state_dict(), "model_pos": sd, "model_traj": None,
-             "random_state_semi": None}
-    buf = io.BytesIO()
-    torch.save(state, buf, _use_new_zipfile_serialization=not legacy_numpy)
-    raw = buf.getvalue()
-    if legacy_numpy:
-        raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-    path.write_bytes(raw)
-    return path
 
 
 def test_save_is_atomic_and_keeps_the_old_file(tmp_path, monkeypatch):

@@ -10,24 +10,17 @@ from fastlift.train.args import finalize_architecture, parse_args, validate
 from fastlift.train.experiment import load_experiment
 from fastlift.train.loop import Trainer
 
+from helpers import one_thread_fixture, synthetic_data
+
 pytestmark = pytest.mark.interpreter
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+one_thread = one_thread_fixture()
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from fastlift.data import synthetic as syn
-
-    d = tmp_path_factory.mktemp("synth")
-    syn.write(d, seed=2, subjects=("S1", "S9"), actions=("Walking 1",), frames_per_action=300)
-    return d
+    return synthetic_data(tmp_path_factory, seed=2, subjects=("S1", "S9"), actions=("Walking 1",), frames_per_action=300)
 
 
 def trainer(data_dir, ck, impl, *extra):

@@ -16,26 +16,21 @@ from fastlift.train.args import parse_args
 from fastlift.train.loop import bn_momentum
 from fastlift.train.runner import main as run_main
 
+from helpers import one_thread_fixture, synthetic_data
+
 ACTIONS = ("Walking 1", "Jogging 1", "Waving 1", "Squats 1", "Boxing 1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: one thread is as fast and immune to oversubscription; it also makes the in-process
-    # and subprocess runs of the kill test use the same CPU kernels (bit-identical results).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# One torch thread also makes the in-process and subprocess runs of the kill test use the same
+# CPU kernels (bit-identical results).
+one_thread = one_thread_fixture()
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     from fastlift.data import synthetic as syn
 
-    d = tmp_path_factory.mktemp("synth")
-    syn.write(d, seed=0, subjects=syn.SUBJECTS, actions=ACTIONS, frames_per_action=300)
-    return d
+    return synthetic_data(tmp_path_factory, seed=0, subjects=syn.SUBJECTS, actions=ACTIONS, frames_per_action=300)
 
 
 def base(data_dir, ck, *extra):

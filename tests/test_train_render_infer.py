@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from fastlift import data
 from fastlift.cli import main
@@ -18,25 +17,20 @@ from fastlift.skeleton import H36M_17
 from fastlift.train.infer import COCO_TO_H36M_DIRECT, coco_to_h36m
 from fastlift.train.render import downsample_frames, read_video_frames
 
+from helpers import one_thread_fixture, synthetic_data
+
 PIL = pytest.importorskip("PIL.Image")
 pytest.importorskip("matplotlib")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+one_thread = one_thread_fixture()
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small model trained for one epoch on S1 (h36m-layout detections), its data and checkpoint."""
-    from fastlift.data import synthetic as syn
-
-    d = tmp_path_factory.mktemp("synth")
-    syn.write(d, seed=4, subjects=("S1", "S9"), actions=("Walking 1", "Waving 1"), frames_per_action=120)
+    d = synthetic_data(tmp_path_factory, seed=4, subjects=("S1", "S9"), actions=("Walking 1", "Waving 1"),
+                       frames_per_action=120)
     ck = d / "ck"
     rc = main(["train", "-d", "synthetic", "--data-dir", str(d), "-str", "S1", "-ste", "S9", "-arc", "3,3", "-ch", "32",
                "-e", "1", "-b", "64", "-c", str(ck), "--no-progress", "--no-eval"])

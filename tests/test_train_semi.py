@@ -8,28 +8,22 @@ semi-supervised 124-135 over three seeds/architectures.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from fastlift.train.args import parse_args
 from fastlift.train.runner import main as run_main
 
+from helpers import one_thread_fixture, synthetic_data
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
+one_thread = one_thread_fixture()
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     from fastlift.data import synthetic as syn
 
-    d = tmp_path_factory.mktemp("synth")
-    syn.write(d, seed=0, subjects=syn.SUBJECTS, actions=("Walking 1", "Jogging 1", "Waving 1", "Squats 1", "Boxing 1"),
-              frames_per_action=300)
-    return d
+    return synthetic_data(tmp_path_factory, seed=0, subjects=syn.SUBJECTS,
+                          actions=("Walking 1", "Jogging 1", "Waving 1", "Squats 1", "Boxing 1"), frames_per_action=300)
 
 
 def test_semi_supervised_beats_supervised_on_the_same_labels(data_dir, tmp_path):

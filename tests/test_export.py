@@ -28,7 +28,7 @@ from fastlift.model import fuse
 from fastlift.reference import TemporalModelOptimized1f, lift_sequence
 
 import helpers
-from helpers import rel_err, run_cli
+from helpers import rel_err, run_cli, write_reference_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 J_IN, J_OUT = 17, 17
@@ -100,7 +100,9 @@ def test_load_checkpoint_layouts(tmp_path):
     one_f.load_state_dict(m.state_dict())
     torch.save({"model_pos": one_f.state_dict()}, tmp_path / "1f.bin")
     torch.save({"model_pos": m.state_dict(), "random_state": np.random.RandomState(0).get_state()}, tmp_path / "t.bin")
-    for name in ("vp3d.bin", "bare.bin", "dp.bin", "1f.bin", "t.bin"):
+    # run.py's own file: legacy (non-zip) serialization, numpy 1.x names, no num_batches_tracked
+    write_reference_checkpoint(tmp_path / "legacy.bin", m, torch.optim.Adam(m.parameters(), amsgrad=True), 80, 1e-5)
+    for name in ("vp3d.bin", "bare.bin", "dp.bin", "1f.bin", "t.bin", "legacy.bin"):
         loaded, arch = E.load_checkpoint(tmp_path / name, causal=True)
         assert arch == E.Architecture(J_IN, 2, J_OUT, [3, 3], CH, True, False)
         assert not loaded.training

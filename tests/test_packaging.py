@@ -151,7 +151,7 @@ def test_wheel_contents(wheel):
     tops = {n.split("/", 1)[0] for n in names}
     assert not tops & {"kernels", "train", "bench", "tests"}, sorted(tops)
     assert all(t == "fastlift" or (t.startswith("fastlift-") and t.endswith(".dist-info")) for t in tops), sorted(tops)
-    # Every Python source (and benchmark result) of the mapped folders made it into the wheel.
+    # Every Python source (and benchmark result: JSON, CSV, PNG chart) of the mapped folders made it into the wheel.
     missing = []
     for folder, pkg in SOURCE_DIRS.items():
         base = src / folder
@@ -161,7 +161,8 @@ def test_wheel_contents(wheel):
                 continue
             if folder == "fastlift" and rel.parts[0] in SOURCE_DIRS:  # not nested copies
                 continue
-            if p.suffix == ".py" or (folder == "bench" and rel.parts[0] == "results" and p.suffix in (".json", ".csv")):
+            if p.suffix == ".py" or (folder == "bench" and rel.parts[0] == "results"
+                                     and p.suffix in (".json", ".csv", ".png")):
                 target = f"{pkg}/{rel.as_posix()}"
                 if target not in names:
                     missing.append(target)

@@ -98,7 +98,7 @@ def randomise_bn(model: torch.nn.Module, gen_seed: int = 0) -> torch.nn.Module:
 def rel_err(got, want) -> float:
     """max |got - want| / max |want| in fp64 (tensors or array-likes)."""
     got, want = torch.as_tensor(got).double(), torch.as_tensor(want).double()
-    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
+    return ((got - want).abs().max() / want.abs().max().clamp_min(1e-12)).item()
 
 
 # ---------------------------------------------------------------------------- checkpoints

@@ -259,9 +259,11 @@ def load_output_grad(g_ptr, z_ptr, gcoef_ptr, bi, t, n, gmask, n_ok, T_out, C_ou
 
     ``GPRO == 0``: ``g`` already is dL/dz. ``GPRO == 1``: ``g`` is dL/da for
     ``a = dropout(relu(BN(z)))`` and the BatchNorm backward is applied on the fly:
-    ``gu = g * keep/(1-p) * [z*scale + shift > 0]`` and ``dL/dz = scale*gu + q0 - z*q1`` with the
-    per-channel coefficients ``gcoef = [scale, shift, q0, q1]`` (``q0 = q1 = 0`` for eval-mode BN;
-    see :mod:`fastlift.kernels.lifter_autograd` for their definition).
+    ``gu = g * keep/(1-p) * [z*scale + shift > 0]``, ``zhat = (z - mean) * invstd`` and
+    ``dL/dz = scale * (gu - m1 - zhat*m2)`` with the per-channel coefficients
+    ``gcoef = [scale, shift, mean, invstd, m1, m2]`` (``m1 = mean(gu)``, ``m2 = mean(gu*zhat)`` over
+    the batch; ``m1 = m2 = 0`` for eval-mode BN). The centred form matches the reference's
+    rounding when ``|mean| >> std``.
     """
     off = (bi.to(tl.int64)[:, None] * T_out + t.to(tl.int64)[:, None]) * C_out + n[None, :]
     g = tl.load(g_ptr + off, mask=gmask, other=0.0).to(tl.float32)
@@ -269,12 +271,14 @@ def load_output_grad(g_ptr, z_ptr, gcoef_ptr, bi, t, n, gmask, n_ok, T_out, C_ou
         z = tl.load(z_ptr + off, mask=gmask, other=0.0).to(tl.float32)
         sc = tl.load(gcoef_ptr + n, mask=n_ok, other=0.0)[None, :]
         sh = tl.load(gcoef_ptr + C_out + n, mask=n_ok, other=0.0)[None, :]
-        q0 = tl.load(gcoef_ptr + 2 * C_out + n, mask=n_ok, other=0.0)[None, :]
-        q1 = tl.load(gcoef_ptr + 3 * C_out + n, mask=n_ok, other=0.0)[None, :]
+        mean = tl.load(gcoef_ptr + 2 * C_out + n, mask=n_ok, other=0.0)[None, :]
+        invstd = tl.load(gcoef_ptr + 3 * C_out + n, mask=n_ok, other=0.0)[None, :]
+        m1 = tl.load(gcoef_ptr + 4 * C_out + n, mask=n_ok, other=0.0)[None, :]
+        m2 = tl.load(gcoef_ptr + 5 * C_out + n, mask=n_ok, other=0.0)[None, :]
         gu = tl.where(z * sc + sh > 0.0, g, 0.0)
         if DROPOUT:
             gu = tl.where(dropout_keep(k1, k2, off, threshold), gu * inv_keep, 0.0)
-        g = tl.where(gmask, sc * gu + q0 - z * q1, 0.0)
+        g = tl.where(gmask, sc * (gu - m1 - (z - mean) * invstd * m2), 0.0)
     return g
 
 

@@ -24,7 +24,7 @@ Saved for backward per BN layer: its pre-BN output ``z`` (and each materialised 
 Dropout masks come from ``seed`` (a device int64 tensor) plus a per-layer salt and are never
 stored.
 
-Eval mode uses the running statistics (``q0 = q1 = 0`` in the BN backward) and no dropout, so
+Eval mode uses the running statistics (``m1 = m2 = 0`` in the BN backward) and no dropout, so
 the same function gives exact gradients through a frozen-BN model too.
 """
 from dataclasses import dataclass
@@ -265,11 +265,9 @@ class LifterFunction(torch.autograd.Function):
             if training:
                 n = st.z.shape[0] * st.z.shape[1]
                 m1, m2 = sgu / n, sguz / n
-                q0 = st.scale * (st.mean * st.invstd * m2 - m1)
-                q1 = st.scale * m2 * st.invstd
-            else:
-                q0 = q1 = torch.zeros_like(st.scale)
-            st.gcoef = torch.stack([st.scale, st.shift, q0, q1])
+            else:  # running statistics are constants: no gradient through the batch mean/variance
+                m1 = m2 = torch.zeros_like(st.scale)
+            st.gcoef = torch.stack([st.scale, st.shift, st.mean, st.invstd, m1, m2])
 
         last_l = plan.num_bn - 1
         last = states[last_l]

@@ -18,7 +18,7 @@ Epilogue:
 * BN backward reductions of the layer that produced this conv's input (``EPI_BN``): with
   ``gu = gx * keep/(1-p) * [u > 0]`` and ``zhat`` of that layer, per-tile partial sums of ``gu``
   and ``gu * zhat`` (deterministic: written per row tile, summed in a fixed order by the caller).
-  They are the previous layer's ``dbeta`` and ``dgamma`` and feed its ``q0``/``q1`` coefficients.
+  They are the previous layer's ``dbeta`` and ``dgamma`` and, divided by the row count, its ``m1``/``m2``.
 
 Outputs are in the activation dtype; accumulation fp32.
 """
@@ -51,7 +51,7 @@ __all__ = ["tconv_dgrad", "tconv_dgrad_launch", "tconv_dgrad_reference", "output
 def _tconv_dgrad_kernel(
     g_ptr,  # [B, T_out, C_out] dL/da of this layer (GPRO=1) or dL/dz (GPRO=0), contiguous
     z_ptr,  # [B, T_out, C_out] this conv's output z (GPRO=1)
-    gcoef_ptr,  # [4, C_out] fp32 scale, shift, q0, q1 of this layer's BN (GPRO=1)
+    gcoef_ptr,  # [6, C_out] fp32 scale, shift, mean, invstd, m1, m2 of this layer's BN (GPRO=1)
     w_ptr,  # [TAPS*C_in, C_out] weights
     gres_ptr,  # [B, T_gres, C_in] residual gradient, contiguous (HAS_GRES)
     zp_ptr,  # [B, T_in, C_in] previous layer's z, contiguous (EPI_BN)
@@ -154,8 +154,9 @@ def _validate(g, w, taps, dilation, stride, t_in, z, gcoef, gres, gres_row_strid
     if z is not None:
         if z.shape != g.shape or not z.is_contiguous():
             raise ValueError(f"z: expected contiguous {tuple(g.shape)}, got {tuple(z.shape)}")
-        if gcoef.shape != (4, c_out) or gcoef.dtype != torch.float32:
-            raise ValueError(f"gcoef: expected fp32 [4, {c_out}], got {tuple(gcoef.shape)} {gcoef.dtype}")
+        if gcoef.shape != (6, c_out) or gcoef.dtype != torch.float32:
+            raise ValueError(f"gcoef: expected fp32 [6, {c_out}] (scale, shift, mean, invstd, m1, m2), got "
+                             f"{tuple(gcoef.shape)} {gcoef.dtype}")
     if gres is not None and (gres.dim() != 3 or gres.shape[0] != b or gres.shape[2] != c_in or not gres.is_contiguous()):
         raise ValueError(f"gres: expected contiguous ({b}, frames, {c_in}), got {tuple(gres.shape)}")
     if (zprev is None) != (ecoef is None):
@@ -229,10 +230,10 @@ def output_grad_reference(g, z, gcoef, p, salt, seed):
     if z is None:
         return g
     z = z.to(acc)
-    sc, sh, q0, q1 = (v.to(acc) for v in gcoef)
+    sc, sh, mean, invstd, m1, m2 = (v.to(acc) for v in gcoef)
     gu = dropout_apply_torch(torch.where(z * sc + sh > 0, g, torch.zeros((), dtype=acc, device=g.device)),
                              seed, salt, p)
-    return sc * gu + q0 - z * q1
+    return sc * (gu - m1 - (z - mean) * invstd * m2)
 
 
 def tconv_dgrad_reference(g, w, taps, t_in, dilation=1, stride=1, z=None, gcoef=None, g_p=0.0, g_salt=0, gres=None,

@@ -50,7 +50,7 @@ def _tconv_wgrad_kernel(
     pres_ptr,  # [B, T_pres, C_in] block residual (strided: spb, spt, spc) (PRO == 2)
     g_ptr,  # [B, T_out, C_out] dL/da (GPRO=1) or dL/dz (GPRO=0), contiguous
     z_ptr,  # [B, T_out, C_out] this conv's output (GPRO=1)
-    gcoef_ptr,  # [4, C_out] fp32 scale, shift, q0, q1 (GPRO=1)
+    gcoef_ptr,  # [6, C_out] fp32 scale, shift, mean, invstd, m1, m2 (GPRO=1)
     seed_ptr,  # [1] int64
     dw_ptr,  # [SPLIT, TAPS*C_in, C_out] fp32 out (partials)
     M, T_in, T_out, C_in, C_out, rows_per_split,
@@ -136,8 +136,9 @@ def _validate(x, g, taps, dilation, stride, pro_scale, pro_shift, pro_residual, 
         raise ValueError("z and gcoef must be given together (BN backward prologue)")
     if z is not None and (z.shape != g.shape or not z.is_contiguous()):
         raise ValueError(f"z: expected contiguous {tuple(g.shape)}, got {tuple(z.shape)}")
-    if gcoef is not None and (gcoef.shape != (4, c_out) or gcoef.dtype != torch.float32):
-        raise ValueError(f"gcoef: expected fp32 [4, {c_out}], got {tuple(gcoef.shape)} {gcoef.dtype}")
+    if gcoef is not None and (gcoef.shape != (6, c_out) or gcoef.dtype != torch.float32):
+        raise ValueError(f"gcoef: expected fp32 [6, {c_out}] (scale, shift, mean, invstd, m1, m2), got "
+                         f"{tuple(gcoef.shape)} {gcoef.dtype}")
     if (a_p > 0 or g_p > 0) and (seed is None or seed.numel() != 1 or seed.dtype != torch.int64):
         raise ValueError("seed: expected a one-element int64 tensor when dropout is active")
     return b, t_in, c_in, t_out, c_out

@@ -95,7 +95,7 @@ def _op_samples():
     z = torch.randn(2, 25, 64, device=d)
     seed = torch.tensor([3], device=d)
     sc, sh = torch.rand(48, device=d) + 0.5, torch.randn(48, device=d)
-    gcoef = torch.randn(4, 64, device=d)
+    gcoef = torch.randn(6, 64, device=d)
     ecoef = torch.stack([sc, sh, torch.randn(48, device=d), torch.rand(48, device=d) + 0.5])
     ops = torch.ops.fastlift
     return [

@@ -176,6 +176,7 @@ def test_dgrad_wgrad_fused_prologue_epilogue_match_twins(taps, dil, stride, p):
     gy = torch.randn(b, t_out, c_out, generator=g)
     z = torch.randn(b, t_out, c_out, generator=g)
     gcoef = torch.stack([torch.rand(c_out, generator=g) + .5, torch.randn(c_out, generator=g) * .3,
+                         torch.randn(c_out, generator=g) * .2, torch.rand(c_out, generator=g) + .5,
                          torch.randn(c_out, generator=g) * .1, torch.randn(c_out, generator=g) * .1])
     w = torch.randn(taps * c_in, c_out, generator=g)
     gres = torch.randn(b, 5, c_in, generator=g)

@@ -23,8 +23,8 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Prologue modes of the GEMM kernels (applied to the A operand as it is loaded).
 PRO_NONE = 0  # A = x
-PRO_BN_ACT = 1  # A = dropout(relu(x * scale + shift))
-PRO_BN_ACT_RES = 2  # A = res + dropout(relu(x * scale + shift))  (a block output, recomputed)
+PRO_BN_ACT = 1  # A = dropout(relu((x - mean) * scale + shift))
+PRO_BN_ACT_RES = 2  # A = res + dropout(relu((x - mean) * scale + shift))  (a block output, recomputed)
 
 # Prologue modes of the gradient operand of dgrad/wgrad.
 GPRO_NONE = 0  # G = g (gradient w.r.t. the conv output itself)
@@ -203,9 +203,11 @@ def dropout_keep(k1, k2, idx, threshold):
 
 
 @triton.jit
-def bn_act(z, scale, shift, k1, k2, idx, threshold, inv_keep, DROPOUT: tl.constexpr):
-    """``dropout(relu(z * scale + shift))`` on an fp32 tile; scale/shift broadcast per channel."""
-    a = tl.maximum(z * scale + shift, 0.0)
+def bn_act(z, mean, scale, shift, k1, k2, idx, threshold, inv_keep, DROPOUT: tl.constexpr):
+    """``dropout(relu((z - mean) * scale + shift))`` on an fp32 tile; mean/scale/shift broadcast per
+    channel (``mean`` may be the scalar 0). Centring first keeps BatchNorm accurate when
+    ``|mean| >> std``: ``z*scale + (beta - mean*scale)`` would cancel catastrophically there."""
+    a = tl.maximum((z - mean) * scale + shift, 0.0)
     if DROPOUT:
         a = tl.where(dropout_keep(k1, k2, idx, threshold), a * inv_keep, 0.0)
     return a
@@ -225,14 +227,15 @@ def swizzle(pid, num_m, num_n, GROUP_M: tl.constexpr):
 
 @triton.jit
 def load_activation(x_ptr, bi, r, ci, amask, ci_ok, sxb, sxt, sxc,
-                    pscale_ptr, pshift_ptr, pres_ptr, spb, spt, spc, pres_row_stride, pres_offset,
+                    pscale_ptr, pshift_ptr, pmean_ptr, pres_ptr, spb, spt, spc, pres_row_stride, pres_offset,
                     T_in, C_in, k1, k2, threshold, inv_keep,
-                    PRO: tl.constexpr, DROPOUT: tl.constexpr):
+                    PRO: tl.constexpr, DROPOUT: tl.constexpr, CENTRED: tl.constexpr):
     """Load an A tile ``[rows, channels]`` of a conv input and apply the prologue (fp32 result).
 
     ``bi``/``r``: batch and frame of each row (int); ``ci``: channels. With ``PRO != 0`` the
     stored tensor holds the previous layer's pre-BN output ``z`` and the tile becomes
-    ``dropout(relu(z*scale + shift))`` (+ the block residual for ``PRO == 2``). The dropout index
+    ``dropout(relu((z - mean)*scale + shift))`` (+ the block residual for ``PRO == 2``; ``mean`` is
+    read from ``pmean_ptr`` when ``CENTRED``, else 0). The dropout index
     is the element's logical index in ``z`` (shape ``(B, T_in, C_in)``).
     """
     r64 = r.to(tl.int64)
@@ -242,7 +245,11 @@ def load_activation(x_ptr, bi, r, ci, amask, ci_ok, sxb, sxt, sxc,
         sc = tl.load(pscale_ptr + ci, mask=ci_ok, other=0.0)
         sh = tl.load(pshift_ptr + ci, mask=ci_ok, other=0.0)
         idx = (bi[:, None] * T_in + r64[:, None]) * C_in + ci[None, :]
-        a = bn_act(a, sc[None, :], sh[None, :], k1, k2, idx, threshold, inv_keep, DROPOUT)
+        if CENTRED:
+            mu = tl.load(pmean_ptr + ci, mask=ci_ok, other=0.0)[None, :]
+        else:
+            mu = 0.0
+        a = bn_act(a, mu, sc[None, :], sh[None, :], k1, k2, idx, threshold, inv_keep, DROPOUT)
         if PRO == 2:
             pr = (r * pres_row_stride + pres_offset).to(tl.int64)
             a += tl.load(pres_ptr + bi[:, None] * spb + pr[:, None] * spt + ci[None, :] * spc,
@@ -259,7 +266,8 @@ def load_output_grad(g_ptr, z_ptr, gcoef_ptr, bi, t, n, gmask, n_ok, T_out, C_ou
 
     ``GPRO == 0``: ``g`` already is dL/dz. ``GPRO == 1``: ``g`` is dL/da for
     ``a = dropout(relu(BN(z)))`` and the BatchNorm backward is applied on the fly:
-    ``gu = g * keep/(1-p) * [z*scale + shift > 0]``, ``zhat = (z - mean) * invstd`` and
+    ``gu = g * keep/(1-p) * [(z - mean)*scale + shift > 0]`` (the forward's centred BN activation),
+    ``zhat = (z - mean) * invstd`` and
     ``dL/dz = scale * (gu - m1 - zhat*m2)`` with the per-channel coefficients
     ``gcoef = [scale, shift, mean, invstd, m1, m2]`` (``m1 = mean(gu)``, ``m2 = mean(gu*zhat)`` over
     the batch; ``m1 = m2 = 0`` for eval-mode BN). The centred form matches the reference's
@@ -275,7 +283,7 @@ def load_output_grad(g_ptr, z_ptr, gcoef_ptr, bi, t, n, gmask, n_ok, T_out, C_ou
         invstd = tl.load(gcoef_ptr + 3 * C_out + n, mask=n_ok, other=0.0)[None, :]
         m1 = tl.load(gcoef_ptr + 4 * C_out + n, mask=n_ok, other=0.0)[None, :]
         m2 = tl.load(gcoef_ptr + 5 * C_out + n, mask=n_ok, other=0.0)[None, :]
-        gu = tl.where(z * sc + sh > 0.0, g, 0.0)
+        gu = tl.where((z - mean) * sc + sh > 0.0, g, 0.0)
         if DROPOUT:
             gu = tl.where(dropout_keep(k1, k2, off, threshold), gu * inv_keep, 0.0)
         g = tl.where(gmask, sc * (gu - m1 - (z - mean) * invstd * m2), 0.0)

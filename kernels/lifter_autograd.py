@@ -121,7 +121,12 @@ def unpack_weight(dw: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class _BN:
-    """Per-BN-layer state carried from forward to backward."""
+    """Per-BN-layer state carried from forward to backward.
+
+    The activation is applied centred, ``relu((z - mean)*scale + shift)`` with ``shift = beta``:
+    the folded form ``z*scale + (beta - mean*scale)`` loses precision when ``|mean| >> std``
+    (e.g. BatchNorm over few rows), where torch's BatchNorm does not.
+    """
 
     __slots__ = ("z", "mean", "invstd", "scale", "shift", "salt", "gcoef")
 
@@ -195,6 +200,7 @@ class LifterFunction(torch.autograd.Function):
             z, psum, pm2, _ = tconv_fwd(
                 inp, weights[l], taps=g.taps, dilation=g.dilation, stride=g.stride,
                 pro_scale=pro.scale if pro is not None else None, pro_shift=pro.shift if pro is not None else None,
+                pro_mean=pro.mean if pro is not None else None,
                 seed=seed_used, p=p_eff if pro is not None else 0.0, salt=pro.salt if pro is not None else 0,
                 stats=training)
             gamma, beta, rm, rv, nbt = bns[l]
@@ -203,25 +209,28 @@ class LifterFunction(torch.autograd.Function):
             if training:
                 m = z.shape[0] * z.shape[1]
                 tile = stats_tile_rows(m, z.shape[2], inp.shape[2] * g.taps, act, z.device)
-                st.mean, st.invstd, st.scale, st.shift = bn_finalize(
+                st.mean, st.invstd, st.scale, _ = bn_finalize(
                     psum, pm2, m, tile, gamma.detach(), beta.detach(), rm, rv, nbt, momenta[l], plan.eps)
             else:
-                st.mean, st.invstd, st.scale, st.shift = bn_eval_coefficients(gamma, beta, rm, rv, plan.eps)
+                st.mean, st.invstd, st.scale, _ = bn_eval_coefficients(gamma, beta, rm, rv, plan.eps)
+            st.shift = beta.detach().float() if beta is not None else torch.zeros_like(st.mean)
             states.append(st)
             return st
 
         s0 = conv_bn(0, x, None)
         block_inputs = []
-        xb = bn_act_materialize(s0.z, s0.scale, s0.shift, seed=seed_used, p=p_eff, salt=s0.salt) if plan.blocks else None
+        xb = (bn_act_materialize(s0.z, s0.scale, s0.shift, mean=s0.mean, seed=seed_used, p=p_eff, salt=s0.salt)
+              if plan.blocks else None)
         for i, blk in enumerate(plan.blocks):
             block_inputs.append(xb)
             sd = conv_bn(1 + 2 * i, xb, None)
             sp = conv_bn(2 + 2 * i, sd.z, sd)
             if i + 1 < len(plan.blocks):
-                xb = bn_act_materialize(sp.z, sp.scale, sp.shift, residual=xb, res_row_stride=blk.res_row_stride,
+                xb = bn_act_materialize(sp.z, sp.scale, sp.shift, mean=sp.mean, residual=xb, res_row_stride=blk.res_row_stride,
                                         res_offset=blk.res_offset, seed=seed_used, p=p_eff, salt=sp.salt)
         last = states[-1]
         y, _, _, _ = tconv_fwd(last.z, ws, taps=1, bias=bias, pro_scale=last.scale, pro_shift=last.shift,
+                               pro_mean=last.mean,
                                seed=seed_used, p=p_eff, salt=last.salt, **_shrink_input(plan, block_inputs))
 
         # Only tensors handed to save_for_backward cross into backward (torch.compile-friendly).
@@ -271,8 +280,8 @@ class LifterFunction(torch.autograd.Function):
 
         last_l = plan.num_bn - 1
         last = states[last_l]
-        dws = tconv_wgrad(last.z, gy, taps=1, pro_scale=last.scale, pro_shift=last.shift, a_p=p, a_salt=last.salt,
-                          seed=seed, **shrink_kw)
+        dws = tconv_wgrad(last.z, gy, taps=1, pro_scale=last.scale, pro_shift=last.shift, pro_mean=last.mean, a_p=p,
+                          a_salt=last.salt, seed=seed, **shrink_kw)
         db = gy.float().sum((0, 1))
         gX, psu, psz = tconv_dgrad(gy, ws, taps=1, t_in=last.z.shape[1], zprev=last.z, ecoef=last.ecoef(), e_p=p,
                                    e_salt=last.salt, seed=seed)
@@ -281,8 +290,8 @@ class LifterFunction(torch.autograd.Function):
             blk = plan.blocks[i]
             ld, lp, lprev = 1 + 2 * i, 2 + 2 * i, 2 * i
             sd, sp, sprev = states[ld], states[lp], states[lprev]
-            dW[lp] = tconv_wgrad(sd.z, gX, taps=1, pro_scale=sd.scale, pro_shift=sd.shift, a_p=p, a_salt=sd.salt,
-                                 z=sp.z, gcoef=sp.gcoef, g_p=p, g_salt=sp.salt, seed=seed)
+            dW[lp] = tconv_wgrad(sd.z, gX, taps=1, pro_scale=sd.scale, pro_shift=sd.shift, pro_mean=sd.mean, a_p=p,
+                                 a_salt=sd.salt, z=sp.z, gcoef=sp.gcoef, g_p=p, g_salt=sp.salt, seed=seed)
             g_ad, psu, psz = tconv_dgrad(gX, weights[lp], taps=1, t_in=sd.z.shape[1], z=sp.z, gcoef=sp.gcoef, g_p=p,
                                          g_salt=sp.salt, zprev=sd.z, ecoef=sd.ecoef(), e_p=p, e_salt=sd.salt, seed=seed)
             reduce(ld, psu, psz)

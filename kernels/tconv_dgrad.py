@@ -16,7 +16,8 @@ Epilogue:
 * ``+ gres`` at rows ``(r - gres_offset) / gres_row_stride`` — the gradient that a block's output
   sends back through its residual connection to the block input;
 * BN backward reductions of the layer that produced this conv's input (``EPI_BN``): with
-  ``gu = gx * keep/(1-p) * [u > 0]`` and ``zhat`` of that layer, per-tile partial sums of ``gu``
+  ``gu = gx * keep/(1-p) * [u > 0]`` (``u = (z - mean)*scale + shift``, the forward's centred BN
+  activation) and ``zhat`` of that layer, per-tile partial sums of ``gu``
   and ``gu * zhat`` (deterministic: written per row tile, summed in a fixed order by the caller).
   They are the previous layer's ``dbeta`` and ``dgamma`` and, divided by the row count, its ``m1``/``m2``.
 
@@ -124,7 +125,7 @@ def _tconv_dgrad_kernel(
         esh = tl.load(ecoef_ptr + C_in + cols, mask=col_ok, other=0.0)[None, :]
         emean = tl.load(ecoef_ptr + 2 * C_in + cols, mask=col_ok, other=0.0)[None, :]
         einv = tl.load(ecoef_ptr + 3 * C_in + cols, mask=col_ok, other=0.0)[None, :]
-        gu = tl.where(omask & (zp * esc + esh > 0.0), acc, 0.0)
+        gu = tl.where(omask & ((zp - emean) * esc + esh > 0.0), acc, 0.0)
         if E_DROPOUT:
             ek1, ek2 = dropout_key(tl.load(seed_ptr) + e_salt)
             gu = tl.where(dropout_keep(ek1, ek2, off, e_threshold), gu * e_inv_keep, 0.0)
@@ -187,7 +188,8 @@ def tconv_dgrad_launch(g: torch.Tensor, w: torch.Tensor, taps: int, t_in: int, d
         w: ``[taps*C_in, C_out]``; ``t_in``: frames of the conv input.
         gres: ``(B, T_gres, C_in)`` residual gradient added at rows ``r = tq*gres_row_stride + gres_offset``.
         zprev/ecoef: previous layer's ``z`` ``(B, t_in, C_in)`` and ``[scale, shift, mean, invstd]``
-            to emit its BN backward partial sums (dropout ``e_p``/``e_salt``).
+            (ReLU mask ``(z - mean)*scale + shift > 0``, as the centred forward prologue) to emit
+            its BN backward partial sums (dropout ``e_p``/``e_salt``).
 
     Returns:
         ``(gx, psum_gu, psum_guz)``: ``gx`` ``(B, t_in, C_in)`` in ``g``'s dtype; per-tile partials
@@ -231,7 +233,7 @@ def output_grad_reference(g, z, gcoef, p, salt, seed):
         return g
     z = z.to(acc)
     sc, sh, mean, invstd, m1, m2 = (v.to(acc) for v in gcoef)
-    gu = dropout_apply_torch(torch.where(z * sc + sh > 0, g, torch.zeros((), dtype=acc, device=g.device)),
+    gu = dropout_apply_torch(torch.where((z - mean) * sc + sh > 0, g, torch.zeros((), dtype=acc, device=g.device)),
                              seed, salt, p)
     return sc * (gu - m1 - (z - mean) * invstd * m2)
 
@@ -257,7 +259,7 @@ def tconv_dgrad_reference(g, w, taps, t_in, dilation=1, stride=1, z=None, gcoef=
     if zprev is not None:
         zp = zprev.to(acc)
         sc, sh, mean, inv = (v.to(acc) for v in ecoef)
-        gu = dropout_apply_torch(torch.where(zp * sc + sh > 0, gx, torch.zeros((), dtype=acc, device=g.device)),
+        gu = dropout_apply_torch(torch.where((zp - mean) * sc + sh > 0, gx, torch.zeros((), dtype=acc, device=g.device)),
                                  seed, e_salt, e_p)
         zhat = (zp - mean) * inv
         tile_m = dgrad_tile_rows(b * t_in, c_in, c_out * taps, g.dtype, g.device)

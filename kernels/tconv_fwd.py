@@ -61,6 +61,7 @@ def _tconv_fwd_kernel(
     y_ptr,  # [M = B*T_out, C_out] output, contiguous (STORE_Y)
     pscale_ptr,  # [C_in] fp32 prologue BN scale (PRO != 0)
     pshift_ptr,  # [C_in] fp32 prologue BN shift (PRO != 0)
+    pmean_ptr,  # [C_in] fp32 prologue BN mean, subtracted before scaling (CENTRED)
     pres_ptr,  # [B, T_pres, C_in] prologue residual (strided: spb, spt, spc) (PRO == 2)
     seed_ptr,  # [1] int64 dropout seed (DROPOUT)
     psum_ptr,  # [num_m_tiles, C_out] fp32 per-tile column sums (STATS)
@@ -74,7 +75,7 @@ def _tconv_fwd_kernel(
     pres_row_stride, pres_offset,
     threshold, inv_keep, salt,
     TAPS: tl.constexpr, DIL: tl.constexpr, STRIDE: tl.constexpr, EDGE: tl.constexpr,
-    PRO: tl.constexpr, DROPOUT: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
+    PRO: tl.constexpr, DROPOUT: tl.constexpr, CENTRED: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
     HAS_RES: tl.constexpr, STATS: tl.constexpr, SHRINK: tl.constexpr, STORE_Y: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr,
     GROUP_M: tl.constexpr, PRECISION: tl.constexpr,
@@ -111,9 +112,9 @@ def _tconv_fwd_kernel(
             # Virtual edge-replicated sequence: clamp into the real frames.
             r = tl.minimum(tl.maximum(r - edge_left, 0), T_in - 1)
         amask = row_ok[:, None] & ci_ok[None, :]
-        a = load_activation(x_ptr, bi, r, ci, amask, ci_ok, sxb, sxt, sxc, pscale_ptr, pshift_ptr, pres_ptr,
+        a = load_activation(x_ptr, bi, r, ci, amask, ci_ok, sxb, sxt, sxc, pscale_ptr, pshift_ptr, pmean_ptr, pres_ptr,
                             spb, spt, spc, pres_row_stride, pres_offset, T_in, C_in, k1, k2, threshold, inv_keep,
-                            PRO, DROPOUT).to(w_ptr.dtype.element_ty)
+                            PRO, DROPOUT, CENTRED).to(w_ptr.dtype.element_ty)
         wrow = tap * C_in + ci
         wt = tl.load(w_ptr + wrow[:, None] * C_out + cols[None, :], mask=ci_ok[:, None] & col_ok[None, :], other=0.0)
         acc = tl.dot(a, wt, acc, input_precision=PRECISION)
@@ -162,7 +163,7 @@ def conv_out_frames(t_in: int, taps: int, dilation: int, stride: int, edge_left:
 
 
 def _validate(x, w, taps, dilation, stride, bias, residual, res_row_stride, res_offset, pro_scale, pro_shift,
-              pro_residual, pres_row_stride, pres_offset, seed, p, shrink_w, edge_left, edge_right):
+              pro_residual, pres_row_stride, pres_offset, seed, p, shrink_w, edge_left, edge_right, pro_mean=None):
     if x.dim() != 3:
         raise ValueError(f"x: expected (batch, frames, channels), got shape {tuple(x.shape)}")
     if w.dim() != 2:
@@ -193,9 +194,11 @@ def _validate(x, w, taps, dilation, stride, bias, residual, res_row_stride, res_
                              f"res_offset={res_offset}, got {residual.shape[1]}")
     if (pro_scale is None) != (pro_shift is None):
         raise ValueError("pro_scale and pro_shift must be given together")
+    if pro_mean is not None and pro_scale is None:
+        raise ValueError("pro_mean needs pro_scale/pro_shift (it centres the BN prologue)")
     if pro_scale is not None:
-        for n, v in (("pro_scale", pro_scale), ("pro_shift", pro_shift)):
-            if v.shape != (c_in,) or v.dtype != torch.float32:
+        for n, v in (("pro_scale", pro_scale), ("pro_shift", pro_shift), ("pro_mean", pro_mean)):
+            if v is not None and (v.shape != (c_in,) or v.dtype != torch.float32):
                 raise ValueError(f"{n}: expected fp32 [{c_in}], got {tuple(v.shape)} {v.dtype}")
     if pro_residual is not None:
         if pro_scale is None:
@@ -226,7 +229,8 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
               pro_residual: Optional[torch.Tensor] = None, pres_row_stride: int = 1, pres_offset: int = 0,
               seed: Optional[torch.Tensor] = None, p: float = 0.0, salt: int = 0,
               stats: bool = False, shrink_w: Optional[torch.Tensor] = None, store_y: bool = True,
-              edge_left: int = 0, edge_right: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              edge_left: int = 0, edge_right: int = 0,
+              pro_mean: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the fused forward conv kernel.
 
     Args:
@@ -238,6 +242,8 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
         pro_scale/pro_shift: fp32 ``[C_in]``: apply BN + ReLU (+ dropout with probability ``p``,
             seed ``seed[0] + salt``) to ``x`` as it is loaded; ``pro_residual`` (rows
             ``r*pres_row_stride + pres_offset``) is then added (a block output).
+        pro_mean: fp32 ``[C_in]``: the prologue becomes ``relu((x - pro_mean)*pro_scale + pro_shift)``
+            (centred BatchNorm: pass ``pro_shift = beta``; accurate when ``|mean| >> std``).
         stats: also return per-tile BN partials (see :mod:`fastlift.kernels.bn_stats`).
         shrink_w: ``[C_out, J3]``: also return the shrink projection of the output (partials summed).
         store_y: write the ``C_out``-wide output (set False with ``shrink_w`` to skip it).
@@ -252,7 +258,7 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
     check_dtype("x", x)
     b, t_in, c_in, c_out, t_out = _validate(x, w, taps, dilation, stride, bias, residual, res_row_stride, res_offset,
                                             pro_scale, pro_shift, pro_residual, pres_row_stride, pres_offset, seed, p,
-                                            shrink_w, edge_left, edge_right)
+                                            shrink_w, edge_left, edge_right, pro_mean)
     m = b * t_out
     cfg = gemm_config(m, c_out, c_in * taps, x.dtype, x.device)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
@@ -269,7 +275,8 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
     pres = pro_residual if pro_residual is not None else x
     launchable(_tconv_fwd_kernel)[(num_m * num_n,)](
         x, w, bias if bias is not None else dummy, res, y if store_y else dummy,
-        pro_scale if pro_scale is not None else dummy, pro_shift if pro_shift is not None else dummy, pres,
+        pro_scale if pro_scale is not None else dummy, pro_shift if pro_shift is not None else dummy,
+        pro_mean if pro_mean is not None else dummy, pres,
         seed if seed is not None else torch.zeros(1, device=dev, dtype=torch.int64),
         psum, pm2, shrink_w if shrink_w is not None else w, sout,
         m, t_out, t_in, c_in, c_out, j3,
@@ -279,7 +286,7 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
         thr, 1.0 / (1.0 - p), salt,
         TAPS=taps, DIL=dilation, STRIDE=stride, EDGE=bool(edge_left or edge_right),
         PRO=PRO_NONE if pro_scale is None else (PRO_BN_ACT_RES if pro_residual is not None else PRO_BN_ACT),
-        DROPOUT=thr > 0 and pro_scale is not None, HAS_BIAS=bias is not None, RELU=relu,
+        DROPOUT=thr > 0 and pro_scale is not None, CENTRED=pro_mean is not None, HAS_BIAS=bias is not None, RELU=relu,
         HAS_RES=residual is not None, STATS=stats, SHRINK=shrink_w is not None, STORE_Y=store_y,
         BLOCK_J=max(16, triton.next_power_of_2(j3)), PRECISION=dot_precision(x.dtype), **cfg,
     )
@@ -289,15 +296,18 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
 
 # ---------------------------------------------------------------------------------- torch twin
 def bn_act_torch(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, seed: Optional[torch.Tensor], p: float,
-                 salt: int) -> torch.Tensor:
-    """``dropout(relu(z*scale + shift))`` with the kernels' dropout mask; z ``(B, T, C)`` in fp32/fp64."""
+                 salt: int, mean: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``dropout(relu((z - mean)*scale + shift))`` with the kernels' dropout mask (``mean`` None: 0);
+    z ``(B, T, C)`` in fp32/fp64."""
+    if mean is not None:
+        z = z - mean.to(z.dtype)
     return dropout_apply_torch(torch.relu(z * scale.to(z.dtype) + shift.to(z.dtype)), seed, salt, p)
 
 
 def tconv_fwd_reference(x, w, taps, dilation=1, stride=1, bias=None, relu=False, residual=None, res_row_stride=1,
                         res_offset=0, pro_scale=None, pro_shift=None, pro_residual=None, pres_row_stride=1,
                         pres_offset=0, seed=None, p=0.0, salt=0, stats=False, shrink_w=None, store_y=True,
-                        edge_left=0, edge_right=0):
+                        edge_left=0, edge_right=0, pro_mean=None):
     """Pure-torch implementation with the launcher's signature and semantics (fp32 math; fp64 kept).
 
     Used as the CPU implementation of the registered operator and as the test oracle. BN
@@ -305,14 +315,14 @@ def tconv_fwd_reference(x, w, taps, dilation=1, stride=1, bias=None, relu=False,
     """
     b, t_in, c_in, c_out, t_out = _validate(x, w, taps, dilation, stride, bias, residual, res_row_stride, res_offset,
                                             pro_scale, pro_shift, pro_residual, pres_row_stride, pres_offset, seed, p,
-                                            shrink_w, edge_left, edge_right)
+                                            shrink_w, edge_left, edge_right, pro_mean)
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     h = x.to(acc_dtype)
     if edge_left or edge_right:
         parts = [h[:, :1].expand(b, edge_left, c_in), h, h[:, -1:].expand(b, edge_right, c_in)]
         h = torch.cat(parts, 1)
     if pro_scale is not None:
-        h = bn_act_torch(h, pro_scale, pro_shift, seed, p, salt)
+        h = bn_act_torch(h, pro_scale, pro_shift, seed, p, salt, pro_mean)
         if pro_residual is not None:
             rows = torch.arange(t_in, device=x.device) * pres_row_stride + pres_offset
             h = h + pro_residual.to(acc_dtype)[:, rows]

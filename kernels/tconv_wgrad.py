@@ -47,6 +47,7 @@ def _tconv_wgrad_kernel(
     x_ptr,  # [B, T_in, C_in] conv input: raw activations or previous z (strided: sxb, sxt, sxc)
     pscale_ptr,  # [C_in] fp32 previous layer BN scale (PRO != 0)
     pshift_ptr,  # [C_in] fp32 previous layer BN shift (PRO != 0)
+    pmean_ptr,  # [C_in] fp32 previous layer BN mean, subtracted before scaling (CENTRED)
     pres_ptr,  # [B, T_pres, C_in] block residual (strided: spb, spt, spc) (PRO == 2)
     g_ptr,  # [B, T_out, C_out] dL/da (GPRO=1) or dL/dz (GPRO=0), contiguous
     z_ptr,  # [B, T_out, C_out] this conv's output (GPRO=1)
@@ -57,7 +58,7 @@ def _tconv_wgrad_kernel(
     sxb, sxt, sxc, spb, spt, spc, pres_row_stride, pres_offset,
     a_threshold, a_inv_keep, a_salt, g_threshold, g_inv_keep, g_salt,
     TAPS: tl.constexpr, DIL: tl.constexpr, STRIDE: tl.constexpr,
-    PRO: tl.constexpr, A_DROPOUT: tl.constexpr, GPRO: tl.constexpr, G_DROPOUT: tl.constexpr,
+    PRO: tl.constexpr, A_DROPOUT: tl.constexpr, CENTRED: tl.constexpr, GPRO: tl.constexpr, G_DROPOUT: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -97,9 +98,9 @@ def _tconv_wgrad_kernel(
         t = rows_c % T_out
         r_in = t * STRIDE + tap * DIL
         amask = row_ok[:, None] & ci_ok[None, :]
-        a = load_activation(x_ptr, bi, r_in, ci, amask, ci_ok, sxb, sxt, sxc, pscale_ptr, pshift_ptr, pres_ptr,
+        a = load_activation(x_ptr, bi, r_in, ci, amask, ci_ok, sxb, sxt, sxc, pscale_ptr, pshift_ptr, pmean_ptr, pres_ptr,
                             spb, spt, spc, pres_row_stride, pres_offset, T_in, C_in, ak1, ak2, a_threshold,
-                            a_inv_keep, PRO, A_DROPOUT)
+                            a_inv_keep, PRO, A_DROPOUT, CENTRED)
         gmask = row_ok[:, None] & n_ok[None, :]
         gt = load_output_grad(g_ptr, z_ptr, gcoef_ptr, bi, t, n, gmask, n_ok, T_out, C_out, gk1, gk2, g_threshold,
                               g_inv_keep, GPRO, G_DROPOUT)
@@ -110,7 +111,7 @@ def _tconv_wgrad_kernel(
 
 
 def _validate(x, g, taps, dilation, stride, pro_scale, pro_shift, pro_residual, pres_row_stride, pres_offset, z, gcoef,
-              seed, a_p, g_p):
+              seed, a_p, g_p, pro_mean=None):
     if x.dim() != 3:
         raise ValueError(f"x: expected (batch, frames, channels), got shape {tuple(x.shape)}")
     if g.dim() != 3 or not g.is_contiguous():
@@ -128,6 +129,9 @@ def _validate(x, g, taps, dilation, stride, pro_scale, pro_shift, pro_residual, 
         raise ValueError("pro_scale and pro_shift must be given together")
     if pro_residual is not None and pro_scale is None:
         raise ValueError("pro_residual needs pro_scale/pro_shift")
+    if pro_mean is not None and (pro_scale is None or pro_mean.shape != (c_in,) or pro_mean.dtype != torch.float32):
+        raise ValueError(f"pro_mean: expected fp32 [{c_in}] together with pro_scale/pro_shift, got "
+                         f"{tuple(pro_mean.shape)} {pro_mean.dtype}")
     if pro_residual is not None and (pro_residual.shape[0] != b or pro_residual.shape[2] != c_in
                                      or pro_residual.shape[1] < (t_in - 1) * pres_row_stride + pres_offset + 1):
         raise ValueError(f"pro_residual: expected ({b}, >= {(t_in - 1) * pres_row_stride + pres_offset + 1}, {c_in}), "
@@ -149,17 +153,19 @@ def tconv_wgrad_launch(x: torch.Tensor, g: torch.Tensor, taps: int, dilation: in
                 pro_residual: Optional[torch.Tensor] = None, pres_row_stride: int = 1, pres_offset: int = 0,
                 a_p: float = 0.0, a_salt: int = 0, z: Optional[torch.Tensor] = None,
                 gcoef: Optional[torch.Tensor] = None, g_p: float = 0.0, g_salt: int = 0,
-                seed: Optional[torch.Tensor] = None, split: Optional[int] = None) -> torch.Tensor:
+                seed: Optional[torch.Tensor] = None, split: Optional[int] = None,
+                pro_mean: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Launch the wgrad kernel; returns ``dW`` ``[taps*C_in, C_out]`` in fp32.
 
     ``x`` is the conv input as stored by the forward (raw, or the previous ``z`` with
-    ``pro_scale``/``pro_shift`` [+ ``pro_residual``] and dropout ``a_p``/``a_salt``); ``g`` is dL/dz,
+    ``pro_scale``/``pro_shift`` [centred by ``pro_mean``, + ``pro_residual``] and dropout
+    ``a_p``/``a_salt``, exactly as the forward prologue); ``g`` is dL/dz,
     or dL/da with ``z``/``gcoef`` (this layer's dropout ``g_p``/``g_salt``).
     """
     check_kernel_device("x", x)
     check_dtype("x", x)
     b, t_in, c_in, t_out, c_out = _validate(x, g, taps, dilation, stride, pro_scale, pro_shift, pro_residual,
-                                            pres_row_stride, pres_offset, z, gcoef, seed, a_p, g_p)
+                                            pres_row_stride, pres_offset, z, gcoef, seed, a_p, g_p, pro_mean)
     dev = x.device
     m = b * t_out
     cuda = dev.type == "cuda"
@@ -183,7 +189,8 @@ def tconv_wgrad_launch(x: torch.Tensor, g: torch.Tensor, taps: int, dilation: in
     a_thr, g_thr = dropout_threshold(a_p), dropout_threshold(g_p)
     pres = pro_residual if pro_residual is not None else x
     launchable(_tconv_wgrad_kernel)[(tiles, split)](
-        x, pro_scale if pro_scale is not None else dummy, pro_shift if pro_shift is not None else dummy, pres,
+        x, pro_scale if pro_scale is not None else dummy, pro_shift if pro_shift is not None else dummy,
+        pro_mean if pro_mean is not None else dummy, pres,
         g, z if z is not None else g, gcoef if gcoef is not None else dummy,
         seed if seed is not None else torch.zeros(1, device=dev, dtype=torch.int64), dw,
         m, t_in, t_out, c_in, c_out, rows_per_split,
@@ -191,7 +198,7 @@ def tconv_wgrad_launch(x: torch.Tensor, g: torch.Tensor, taps: int, dilation: in
         pres_row_stride, pres_offset, a_thr, 1.0 / (1.0 - a_p), a_salt, g_thr, 1.0 / (1.0 - g_p), g_salt,
         TAPS=taps, DIL=dilation, STRIDE=stride,
         PRO=PRO_NONE if pro_scale is None else (PRO_BN_ACT_RES if pro_residual is not None else PRO_BN_ACT),
-        A_DROPOUT=a_thr > 0 and pro_scale is not None, GPRO=int(z is not None), G_DROPOUT=g_thr > 0 and z is not None,
+        A_DROPOUT=a_thr > 0 and pro_scale is not None, CENTRED=pro_mean is not None, GPRO=int(z is not None), G_DROPOUT=g_thr > 0 and z is not None,
         BLOCK_C=bc, BLOCK_N=bn, BLOCK_R=br, PRECISION=dot_precision(x.dtype), num_warps=warps, num_stages=stages,
     )
     return dw.sum(0)  # fixed-order reduction of the split partials (a fresh tensor even for split=1)
@@ -199,14 +206,14 @@ def tconv_wgrad_launch(x: torch.Tensor, g: torch.Tensor, taps: int, dilation: in
 
 def tconv_wgrad_reference(x, g, taps, dilation=1, stride=1, pro_scale=None, pro_shift=None, pro_residual=None,
                           pres_row_stride=1, pres_offset=0, a_p=0.0, a_salt=0, z=None, gcoef=None, g_p=0.0, g_salt=0,
-                          seed=None, split=None):
+                          seed=None, split=None, pro_mean=None):
     """Torch twin of :func:`tconv_wgrad`."""
     b, t_in, c_in, t_out, c_out = _validate(x, g, taps, dilation, stride, pro_scale, pro_shift, pro_residual,
-                                            pres_row_stride, pres_offset, z, gcoef, seed, a_p, g_p)
+                                            pres_row_stride, pres_offset, z, gcoef, seed, a_p, g_p, pro_mean)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     h = x.to(acc)
     if pro_scale is not None:
-        h = bn_act_torch(h, pro_scale, pro_shift, seed, a_p, a_salt)
+        h = bn_act_torch(h, pro_scale, pro_shift, seed, a_p, a_salt, pro_mean)
         if pro_residual is not None:
             rows = torch.arange(t_in, device=x.device) * pres_row_stride + pres_offset
             h = h + pro_residual.to(acc)[:, rows]

@@ -21,6 +21,17 @@ if not HAS_CUDA:
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
+try:
+    from hypothesis import settings as _hyp_settings
+
+    # CI must be reproducible: by default hypothesis draws the same examples on every run
+    # (derandomize). FASTLIFT_HYPOTHESIS=explore draws fresh random examples to hunt for bugs.
+    _hyp_settings.register_profile("ci", derandomize=True, print_blob=True)
+    _hyp_settings.register_profile("explore", derandomize=False, print_blob=True)
+    _hyp_settings.load_profile(os.environ.get("FASTLIFT_HYPOTHESIS", "ci"))
+except ImportError:  # pragma: no cover - hypothesis is in the dev extra
+    pass
+
 
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (none visible)")

@@ -15,6 +15,7 @@ from fastlift.kernels.bn_stats import bn_finalize_launch, bn_finalize_reference
 from fastlift.kernels.tconv_dgrad import tconv_dgrad_launch, tconv_dgrad_reference
 from fastlift.kernels.tconv_fwd import conv_out_frames, stats_tile_rows, tconv_fwd_launch, tconv_fwd_reference
 from fastlift.kernels.tconv_wgrad import tconv_wgrad_launch, tconv_wgrad_reference
+from helpers import rel_err
 
 pytestmark = pytest.mark.interpreter
 
@@ -104,6 +105,37 @@ def test_fwd_prologue_and_residual_epilogue(mode, p):
         a = a + kw["pro_residual"][:, 1::2][:, :t]
     expect = torch.relu(a @ w + kw["bias"]) + res[:, 2::3][:, :t]
     close(out[0], expect)
+
+
+def test_centred_prologue_is_accurate_when_mean_dominates():
+    """BatchNorm over few rows can have |mean| >> std; the centred prologue
+    ``relu((z - mean)*scale + beta)`` must stay accurate there (the folded ``z*scale + shift``
+    loses ~log10(|mean|/std) digits). Every consumer of the prologue takes ``pro_mean``/``mean``."""
+    g = torch.Generator().manual_seed(3)
+    b, t, c = 2, 9, 20
+    mean = 500.0 + torch.randn(c, generator=g, dtype=torch.float64)
+    std = 0.05 + 0.01 * torch.rand(c, generator=g, dtype=torch.float64)
+    z64 = mean + std * torch.randn(b, t, c, generator=g, dtype=torch.float64)
+    z = z64.float()
+    scale, beta = (1.0 / std).float(), 0.3 * torch.randn(c, generator=g)
+    m32 = mean.float()
+    exact = torch.relu((z.double() - m32.double()) * scale.double() + beta.double())
+    w = torch.randn(c, 24, generator=g)
+    y = tconv_fwd_launch(z, w, taps=1, pro_scale=scale, pro_shift=beta, pro_mean=m32)[0]
+    close(y, exact.float() @ w, 2e-6)
+    close(y, tconv_fwd_reference(z, w, taps=1, pro_scale=scale, pro_shift=beta, pro_mean=m32)[0], 2e-6)
+    close(bn_act_launch(z, scale, beta, mean=m32), exact, 2e-6)
+    close(bn_act_reference(z, scale, beta, mean=m32), exact, 2e-6)
+    # The folded form really is worse here (so the test above is meaningful).
+    folded = torch.relu(z * scale + (beta - m32 * scale))
+    assert rel_err(folded, exact) > 20 * rel_err(bn_act_launch(z, scale, beta, mean=m32), exact)
+    gy = torch.randn(b, t, 24, generator=g)
+    kw = dict(taps=1, pro_scale=scale, pro_shift=beta, pro_mean=m32, a_p=0.25, a_salt=4, seed=SEED)
+    close(tconv_wgrad_launch(z, gy, **kw), tconv_wgrad_reference(z, gy, **kw), 1e-5)
+    with pytest.raises(ValueError, match="pro_mean"):
+        tconv_fwd_launch(z, w, taps=1, pro_mean=m32)
+    with pytest.raises(ValueError, match="pro_mean"):
+        tconv_wgrad_launch(z, gy, taps=1, pro_scale=scale, pro_shift=beta, pro_mean=m32[:3])
 
 
 def test_fwd_shrink_epilogue_and_store_y_off():

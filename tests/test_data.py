@@ -8,7 +8,6 @@ import pytest
 
 from fastlift import data
 from fastlift.camera import camera_to_world, h36m_cameras
-from fastlift.data import io as dio
 from fastlift.skeleton import H36M_KEPT_JOINTS
 
 RNG = np.random.default_rng(1234)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastlift.fold import FoldedConv, FoldedLifter, fold_bn, fold_lifter, run_folded_torch
+from fastlift.fold import fold_bn, fold_lifter, run_folded_torch
 from fastlift.reference import TemporalModel, TemporalModelOptimized1f
 
 from helpers import randomize

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["FoldedConv", "FoldedLifter", "fold_bn", "fold_lifter", "run_folded_torch"]
 
@@ -39,6 +40,18 @@ class FoldedConv:
     dilation: int
     relu: bool
     res_offset: int | None = None
+    _conv_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def conv_weight(self) -> torch.Tensor:
+        """``weight`` in ``F.conv1d`` layout ``[c_out, c_in, taps]`` (contiguous; cached until
+        ``weight`` is replaced or modified in place)."""
+        w = self.weight.detach()
+        if torch.compiler.is_compiling():  # traced (compile/export): no data pointers, no caching
+            return w.reshape(self.taps, self.c_in, self.c_out).permute(2, 1, 0).contiguous()
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if self._conv_cache is None or self._conv_cache[0] != key:
+            self._conv_cache = (key, w.reshape(self.taps, self.c_in, self.c_out).permute(2, 1, 0).contiguous())
+        return self._conv_cache[1]
 
     @property
     def c_in(self) -> int:
@@ -147,27 +160,23 @@ def fold_lifter(model: torch.nn.Module, dtype: torch.dtype | None = None, device
 def run_folded_torch(folded: FoldedLifter, x: torch.Tensor) -> torch.Tensor:
     """Pure-torch execution of a :class:`FoldedLifter` on ``(B, T, J_in, F)`` (valid convs).
 
-    Returns ``(B, T - receptive_field + 1, J_out, 3)``. Used as the CPU path of fused
-    inference and as a readable specification of what the kernels compute.
+    Returns ``(B, T - receptive_field + 1, J_out, 3)`` in ``x``'s dtype (weights are cast to it).
+    Used as the CPU path of fused inference and as a readable specification of what the kernels
+    compute: per layer ``y = conv(h) + bias``, ReLU, and for a block's 1x1 conv the residual taken
+    from the block input at ``res_offset``. Runs channels-first through ``F.conv1d`` (oneDNN on
+    CPU), in place where it can, so the BN-free folded model is never slower than the reference.
     """
     b, t = x.shape[:2]
-    h = x.reshape(b, t, -1)
+    h = x.reshape(b, t, -1).transpose(1, 2)  # (B, C, T)
     block_in = None
-    for layer in folded.layers:
-        w = layer.weight.to(h.dtype)
-        if layer.taps == 1:
-            y = h @ w
-        else:
-            t_out = h.shape[1] - layer.span
-            y = sum(h[:, k * layer.dilation: k * layer.dilation + t_out] @ w[k * layer.c_in:(k + 1) * layer.c_in]
-                    for k in range(layer.taps))
-        y = y + layer.bias.to(y.dtype)
+    for i, layer in enumerate(folded.layers):
+        y = F.conv1d(h, layer.conv_weight().to(h.dtype), layer.bias.to(h.dtype), dilation=layer.dilation)
         if layer.relu:
-            y = torch.relu(y)
+            y.relu_()
         if layer.res_offset is not None:
-            y = y + block_in[:, layer.res_offset: layer.res_offset + y.shape[1]]
+            y.add_(block_in[:, :, layer.res_offset: layer.res_offset + y.shape[2]])
         # A block's input is the output of the expand layer or of the previous block's 1x1 conv.
-        if layer is folded.layers[0] or layer.res_offset is not None:
+        if i == 0 or layer.res_offset is not None:
             block_in = y
         h = y
-    return h.reshape(b, h.shape[1], folded.num_joints_out, 3)
+    return h.transpose(1, 2).reshape(b, h.shape[2], folded.num_joints_out, 3)

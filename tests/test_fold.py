@@ -143,3 +143,19 @@ def test_folded_lifter_to_device_only_keeps_dtypes():
     x = rand_input(1, 30)
     with torch.no_grad():
         torch.testing.assert_close(run_folded_torch(f, x), m(x), rtol=1e-10, atol=1e-10)
+
+
+def test_conv_weight_cache_follows_in_place_weight_changes():
+    """run_folded_torch caches the conv1d-layout weights; editing a folded weight in place (or
+    replacing it) must not leave a stale copy behind."""
+    m = make([3, 3], False, False, seed=5)
+    folded = fold_lifter(m)
+    x = rand_input(1, m.receptive_field() + 2)
+    before = run_folded_torch(folded, x)
+    layer = folded.layers[1]
+    assert layer.conv_weight() is layer.conv_weight()  # cached
+    layer.weight.mul_(2.0)
+    changed = run_folded_torch(folded, x)
+    assert not torch.allclose(changed, before)
+    layer.weight = layer.weight / 2.0
+    torch.testing.assert_close(run_folded_torch(folded, x), before, rtol=1e-10, atol=1e-10)

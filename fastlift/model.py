@@ -194,6 +194,13 @@ class FusedInferenceLifter(nn.Module):
             self.register_buffer(f"bias_{i}", l.bias)
         self.extra = dict(folded.extra)
 
+    def __getstate__(self):
+        # The folded-layer cache is derived data (aliases + conv-layout copies of the weights):
+        # keep it out of pickles and deep copies.
+        state = dict(self.__dict__)
+        state.pop("_folded_cache", None)
+        return state
+
     # -- reference-compatible attributes
     def receptive_field(self) -> int:
         return self._rf
@@ -207,12 +214,25 @@ class FusedInferenceLifter(nn.Module):
         return self.weights[0].dtype
 
     def folded(self) -> FoldedLifter:
+        """The layers as a :class:`FoldedLifter` aliasing this module's tensors.
+
+        Cached between calls (its layers cache their conv1d-layout weights for the CPU path) and
+        rebuilt when a weight or bias is replaced, moved, cast or modified in place."""
         from fastlift.fold import FoldedConv
 
+        tensors = [*self.weights, *(getattr(self, f"bias_{i}") for i in range(len(self._meta)))]
+        tracing = torch.compiler.is_compiling()  # fake tensors have no data pointers
+        key = None if tracing else tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        cached = self.__dict__.get("_folded_cache")
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
         layers = [FoldedConv(w, getattr(self, f"bias_{i}"), t, d, r, o)
                   for i, (w, (t, d, r, o)) in enumerate(zip(self.weights, self._meta))]
-        return FoldedLifter(layers, self.num_joints_in, self.in_features, self.num_joints_out, self.filter_widths,
-                            self.causal, self._rf, self.weights[0].shape[1], dict(self.extra))
+        folded = FoldedLifter(layers, self.num_joints_in, self.in_features, self.num_joints_out, self.filter_widths,
+                              self.causal, self._rf, self.weights[0].shape[1], dict(self.extra))
+        if key is not None:
+            self.__dict__["_folded_cache"] = (key, folded)
+        return folded
 
     def uses_kernels(self, x: torch.Tensor) -> bool:
         return _FusedMixin.uses_kernels(self, x)

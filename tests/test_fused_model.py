@@ -285,6 +285,36 @@ def test_fuse_from_1f_model_and_fp16():
     assert rel_err(f16.lift(x), R.lift_sequence(dil, x)) < 3e-3
 
 
+def test_fused_cpu_path_cache_tracks_weights_and_stays_out_of_pickles():
+    """The CPU path caches the folded layers between calls; replacing, casting or editing a
+    weight in place must invalidate it, and pickles/deep copies must not carry it."""
+    import io
+    import pickle
+
+    ref, _ = pair("dilated")
+    ref.eval()
+    f = fastlift.fuse(ref, dtype=torch.float32, impl="reference")
+    x = torch.randn(1, 30, J_IN, F_IN)
+    y0 = f(x)
+    assert f.folded() is f.folded()
+    with torch.no_grad():
+        f.weights[1].mul_(2.0)
+    y1 = f(x)
+    assert not torch.allclose(y0, y1)
+    with torch.no_grad():
+        f.weights[1].div_(2.0)
+    torch.testing.assert_close(f(x), y0)
+    assert "_folded_cache" in f.__dict__
+    assert "_folded_cache" not in copy.deepcopy(f).__dict__
+    assert "_folded_cache" not in pickle.loads(pickle.dumps(f)).__dict__
+    buf = io.BytesIO()
+    torch.save(f, buf)
+    buf.seek(0)
+    g = torch.load(buf, weights_only=False)
+    torch.testing.assert_close(g(x), y0)
+    torch.testing.assert_close(f.double()(x.double()), y0, rtol=1e-5, atol=1e-6)  # cast: cache rebuilt
+
+
 def test_fuse_errors():
     with pytest.raises(TypeError, match="VideoPose3D-style lifter"):
         fastlift.fuse(torch.nn.Linear(3, 3))

@@ -15,9 +15,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
+from fastlift._files import atomic_output, atomic_write_text
 from fastlift.bench.harness import RESULT_KEYS, STATUSES
 
 __all__ = ["SCHEMA", "new_report", "merge_results", "load_report", "write_json", "write_csv", "write_png",
@@ -74,10 +74,7 @@ def merge_results(old: dict | None, new: dict, scenarios_run) -> dict:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _jsonable(x):
@@ -129,9 +126,7 @@ def write_csv(report: dict, path) -> Path:
     path = Path(path)
     baselines = sorted({b for r in report["results"] for b in (r.get("speedup_vs") or {})})
     cols = CSV_COLUMNS + [f"speedup_vs_{b}" for b in baselines]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in report["results"]:
@@ -157,7 +152,6 @@ def write_csv(report: dict, path) -> Path:
             }
             row.update({f"speedup_vs_{b}": sp.get(b) for b in baselines})
             w.writerow(row)
-    os.replace(tmp, path)
     return path
 
 

@@ -14,13 +14,13 @@ normalises the coordinates.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from fastlift._files import atomic_savez, object_entry
 
 EPILOG = """coordinates: keypoints are normalised to [-1, 1] screen coordinates (x / w * 2 - 1,
 y / w * 2 - h / w, as in VideoPose3D) when the file has metadata['video_metadata'][video]
@@ -229,25 +229,6 @@ def replay(engine, sequences: list[np.ndarray], streams: int, fps: float | None 
     return outputs, stats
 
 
-def _write_npz(path: Path, **entries) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **entries)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _obj(value) -> np.ndarray:
-    arr = np.empty((), dtype=object)
-    arr[()] = value
-    return arr
-
-
 def run(args) -> int:
     import torch
 
@@ -298,8 +279,8 @@ def run(args) -> int:
         cams = nested.setdefault(subject, {}).setdefault(action, [])
         cams.append(None if x is None else positions_3d[subject][action][cam])
     out_path = Path(args.output) if args.output else Path(Path(args.input).stem + "_stream_3d.npz")
-    _write_npz(out_path, positions_3d=_obj(nested),
-               metadata=_obj({"num_joints": engine.num_joints_out,
+    atomic_savez(out_path, positions_3d=object_entry(nested),
+                 metadata=object_entry({"num_joints": engine.num_joints_out,
                               "layout_name": "h36m" if engine.num_joints_out == 17 else f"{engine.num_joints_out}-joint",
                               "source": str(args.input), "note": note, "test_time_augmentation": False,
                               "random_model": random, "receptive_field": engine.receptive_field,

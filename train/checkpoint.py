@@ -34,15 +34,13 @@ fsynced, then renamed over the target, so a kill never leaves a truncated checkp
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fastlift._files import atomic_output, publish_mode  # noqa: F401  (publish_mode: re-exported)
 from fastlift.checkpoint import fix_state_dict, load_checkpoint, load_model_state, safe_globals_for_reference
 
 __all__ = ["save_checkpoint", "load_checkpoint", "safe_globals_for_reference", "fix_state_dict",
@@ -61,36 +59,12 @@ def checkpoint_path(directory, name) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- save
-def publish_mode(path) -> None:
-    """Give a ``mkstemp`` file (created 0600) the permissions a normal ``open`` would (0666 & ~umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~mask)
-
-
 def save_checkpoint(path, state: dict) -> Path:
     """``torch.save(state)`` to ``path`` atomically (temp file + fsync + rename). Returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_output(path, durable=True) as tmp:
+        with open(tmp, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows it
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
     return path
 
 

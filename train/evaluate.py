@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -353,8 +351,7 @@ def format_table(report: dict, title: str | None = None) -> str:
 
 def write_json(path, obj) -> Path:
     """Write ``obj`` as JSON atomically (temp file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from fastlift._files import atomic_write_text
 
     def clean(v):
         if isinstance(v, dict):
@@ -367,17 +364,4 @@ def write_json(path, obj) -> Path:
             return int(v)
         return v
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(clean(obj), f, indent=2)
-            f.write("\n")
-        from fastlift.train.checkpoint import publish_mode
-
-        publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(clean(obj), indent=2) + "\n")

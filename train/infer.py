@@ -18,14 +18,12 @@ reference's in-the-wild pipeline does (its COCO-trained checkpoints take COCO ke
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fastlift._files import atomic_savez, object_entry
 from fastlift.camera import normalize_screen_coordinates
 from fastlift.data.io import read_keypoints
 from fastlift.skeleton import H36M_17
@@ -108,28 +106,6 @@ def _build(ckpt: dict, args, key: str):
     model, _ = lifter_from_checkpoint(ckpt, key=key, impl=args.impl, filter_widths=widths, channels=args.channels,
                                       causal=args.causal, dense=args.dense)
     return model.to(torch.device(args.device)).eval()
-
-
-def _write_npz(path: Path, **entries) -> None:
-    from fastlift.train.checkpoint import publish_mode
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **entries)
-        publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _obj(value) -> np.ndarray:
-    a = np.empty((), dtype=object)
-    a[()] = value
-    return a
 
 
 def lift_file(args, log=print) -> dict:
@@ -222,7 +198,7 @@ def lift_file(args, log=print) -> dict:
                 "joints_symmetry": [list(joints_left), list(joints_right)], "units": "m",
                 "space": "camera", "trajectory": model_traj is not None, "input": str(src),
                 "checkpoint": str(ckpt_file), "converted": convert, "test_time_augmentation": args.test_time_augmentation}
-    _write_npz(dst, positions_3d=_obj(out3d), metadata=_obj(metadata))
+    atomic_savez(dst, positions_3d=object_entry(out3d), metadata=object_entry(metadata))
     log(f"Lifted {count} sequence(s), {frames} frames ({layout_in} keypoints"
         f"{', converted to h36m' if convert == 'coco-to-h36m' else ''}) -> {dst}")
     return {"output": str(dst), "sequences": count, "frames": frames, "converted": convert}

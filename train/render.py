@@ -18,11 +18,8 @@ other file is decoded with ``ffprobe``/``ffmpeg`` (raw RGB frames through a pipe
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -30,9 +27,9 @@ import numpy as np
 import torch
 
 from fastlift import camera as cam_mod
+from fastlift._files import atomic_output
 from fastlift._optional import require
 from fastlift.skeleton import COCO_17, H36M_17, HUMANEVA_15
-from fastlift.train.checkpoint import publish_mode
 
 __all__ = ["render_from_args", "render_animation", "read_video_frames", "downsample_frames"]
 
@@ -230,18 +227,10 @@ def render_animation(keypoints: np.ndarray, poses: dict, skeleton, fps: float, o
 
     fig.tight_layout()
     anim = FuncAnimation(fig, update, frames=n, interval=1000 / fps, repeat=False)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=suffix, dir=output.parent)
-    os.close(fd)
     try:
         writer = PillowWriter(fps=fps) if suffix == ".gif" else FFMpegWriter(fps=fps, metadata={}, bitrate=bitrate)
-        anim.save(tmp, writer=writer)
-        publish_mode(tmp)
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        with atomic_output(output, suffix=suffix) as tmp:  # the writer picks its format from the suffix
+            anim.save(str(tmp), writer=writer)
     finally:
         plt.close(fig)
     return output

@@ -23,14 +23,14 @@ Everything here is numpy; nothing needs torch.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from fastlift._files import atomic_savez, object_entry
 
 __all__ = [
     "DataKeyError",
@@ -277,35 +277,10 @@ def read_positions_3d(path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str,
 
 
 def _atomic_savez(path, **entries) -> Path:
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=directory)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **entries)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_savez(path, durable=True, **entries)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _obj(value) -> np.ndarray:
-    """Wrap a Python object in a 0-d object array (how ``np.savez`` stores a dict)."""
-    arr = np.empty((), dtype=object)
-    arr[()] = value
-    return arr
+_obj = object_entry
 
 
 def save_positions_3d(path, positions_3d: Mapping, cameras: Mapping | None = None) -> Path:

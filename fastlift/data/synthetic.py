@@ -47,6 +47,7 @@ from typing import Sequence
 import numpy as np
 
 from fastlift import camera as cam_mod
+from fastlift._files import atomic_write_text
 from fastlift.data.io import H36M_METADATA, save_positions_2d, save_positions_3d
 from fastlift.skeleton import H36M_32, H36M_KEPT_JOINTS
 
@@ -996,9 +997,7 @@ def write(out_dir, data: SyntheticData | None = None, *, progress: bool = False,
     if elapsed is not None:
         manifest["generation_seconds"] = round(elapsed, 3)
     mpath = out / MANIFEST
-    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, mpath)
+    atomic_write_text(mpath, json.dumps(manifest, indent=2) + "\n")
     paths["manifest"] = mpath
     return paths
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from fastlift.kernels.plan import LifterPlan
+
 __all__ = ["FoldedConv", "FoldedLifter", "fold_bn", "fold_lifter", "run_folded_torch"]
 
 
@@ -84,10 +86,33 @@ class FoldedLifter:
     receptive_field: int
     channels: int
     extra: dict = field(default_factory=dict)
+    plan: LifterPlan | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        # The layers' geometry must be the plan's (built from the other fields when not given):
+        # a FoldedLifter assembled by hand cannot silently disagree with the executors' plan.
+        if self.plan is None:
+            self.plan = LifterPlan.build(self.num_joints_in, self.in_features, self.num_joints_out, self.filter_widths,
+                                         channels=self.channels, causal=self.causal,
+                                         dense=bool(self.extra.get("dense", False)))
+        plan = self.plan
+        if plan.strided:
+            raise ValueError("plan: a FoldedLifter describes whole-sequence inference; pass plan.whole_sequence()")
+        if len(self.layers) != len(plan.layers):
+            raise ValueError(f"layers: expected {len(plan.layers)} folded convs for {plan.describe()}, "
+                             f"got {len(self.layers)}")
+        for i, (got, want) in enumerate(zip(self.layers, plan.layers)):
+            if (got.taps, got.dilation, got.relu, got.res_offset) != (want.taps, want.dilation, want.relu,
+                                                                       want.res_offset):
+                raise ValueError(f"layers[{i}] ({want.name}): expected taps={want.taps}, dilation={want.dilation}, "
+                                 f"relu={want.relu}, res_offset={want.res_offset} from the plan, got taps={got.taps}, "
+                                 f"dilation={got.dilation}, relu={got.relu}, res_offset={got.res_offset}")
+        if self.receptive_field != plan.receptive_field:
+            raise ValueError(f"receptive_field: the plan's is {plan.receptive_field}, got {self.receptive_field}")
 
     @property
     def pad(self) -> int:
-        return (self.receptive_field - 1) // 2
+        return self.plan.pad
 
     def to(self, device=None, dtype=None) -> "FoldedLifter":
         """Copy with weights (and biases) moved/cast; biases stay fp32 unless ``dtype`` is fp64."""
@@ -100,7 +125,7 @@ class FoldedLifter:
             layers.append(FoldedConv(l.weight.to(device=device, dtype=dtype), l.bias.to(device=device, dtype=bias_dtype),
                                      l.taps, l.dilation, l.relu, l.res_offset))
         return FoldedLifter(layers, self.num_joints_in, self.in_features, self.num_joints_out, list(self.filter_widths),
-                            self.causal, self.receptive_field, self.channels, dict(self.extra))
+                            self.causal, self.receptive_field, self.channels, dict(self.extra), self.plan)
 
 
 def fold_bn(weight: torch.Tensor, bn: torch.nn.BatchNorm1d | None, conv_bias: torch.Tensor | None = None):
@@ -133,25 +158,18 @@ def fold_lifter(model: torch.nn.Module, dtype: torch.dtype | None = None, device
     dilated model's dilations: the folded result always describes whole-sequence inference.
     BN uses the running statistics (eval semantics) whatever ``model.training`` is.
     """
-    fw = list(model.filter_widths)
-    dense = bool(getattr(model, "dense", False))
+    plan = LifterPlan.from_model(model).whole_sequence()
     layers = []
-    w, b = fold_bn(model.expand_conv.weight, model.expand_bn)
-    layers.append(FoldedConv(w, b, fw[0], 1, True))
-    dilation = fw[0]
-    for i in range(1, len(fw)):
-        conv = model.layers_conv[2 * (i - 1)]
-        taps = conv.weight.shape[2]
-        pad = (fw[i] - 1) * dilation // 2
-        w, b = fold_bn(conv.weight, model.layers_bn[2 * (i - 1)])
-        layers.append(FoldedConv(w, b, taps, 1 if dense else dilation, True))
-        w, b = fold_bn(model.layers_conv[2 * (i - 1) + 1].weight, model.layers_bn[2 * (i - 1) + 1])
-        layers.append(FoldedConv(w, b, 1, 1, True, res_offset=2 * pad if model.causal else pad))
-        dilation *= fw[i]
-    w, b = fold_bn(model.shrink.weight, None, model.shrink.bias)
-    layers.append(FoldedConv(w, b, 1, 1, False))
-    folded = FoldedLifter(layers, model.num_joints_in, model.in_features, model.num_joints_out, fw, bool(model.causal),
-                          model.receptive_field(), layers[0].c_out, {"dense": dense})
+    for lp in plan.layers:
+        conv = model.get_submodule(lp.param)
+        w, b = fold_bn(conv.weight, model.get_submodule(lp.bn_param) if lp.bn_param else None,
+                       conv.bias if lp.bias else None)
+        if w.shape != (lp.taps * lp.c_in, lp.c_out):
+            raise ValueError(f"model: {lp.param}.weight has shape {tuple(conv.weight.shape)}, expected "
+                             f"({lp.c_out}, {lp.c_in}, {lp.taps}) for {plan.describe()}")
+        layers.append(FoldedConv(w, b, lp.taps, lp.dilation, lp.relu, lp.res_offset))
+    folded = FoldedLifter(layers, plan.joints_in, plan.in_features, plan.joints_out, list(plan.filter_widths),
+                          plan.causal, plan.receptive_field, plan.channels, {"dense": plan.dense}, plan)
     if dtype is not None or device is not None:
         folded = folded.to(device=device, dtype=dtype)
     return folded

@@ -111,12 +111,26 @@ class _FusedMixin:
     def _bn_modules(self):
         return [self.expand_bn, *self.layers_bn]
 
+    @property
+    def plan(self):
+        """This model's :class:`~fastlift.kernels.plan.LifterPlan` (built once; rebuilt only when
+        an architecture attribute -- filter widths, causal, dense, BN eps -- is changed)."""
+        from fastlift.kernels.plan import LifterPlan
+
+        key = (tuple(self.filter_widths), bool(self.causal), bool(getattr(self, "dense", False)),
+               float(self.expand_bn.eps))
+        cached = self.__dict__.get("_plan_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, LifterPlan.from_model(self))
+            self.__dict__["_plan_cache"] = cached
+        return cached[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         self._check_frames(x.shape[1])
         if not self.uses_kernels(x):
             return super().forward(x)
-        from fastlift.kernels.lifter_autograd import LifterFunction, LifterPlan
+        from fastlift.kernels.lifter_autograd import LifterFunction
 
         for bn in self._bn_modules():
             if bn.running_mean is None or not bn.affine:
@@ -126,7 +140,7 @@ class _FusedMixin:
         b, t = x.shape[:2]
         dt = self._compute_dtype(x)
         x3 = x.reshape(b, t, -1).to(dt)
-        plan = LifterPlan.from_model(self)
+        plan = self.plan
         momenta = tuple(bn.momentum for bn in self._bn_modules())
         training = self.training
         dropout = training and self.dropout_p > 0
@@ -188,7 +202,8 @@ class FusedInferenceLifter(nn.Module):
         self.filter_widths = list(folded.filter_widths)
         self.causal = folded.causal
         self._rf = folded.receptive_field
-        self._meta = [(l.taps, l.dilation, l.relu, l.res_offset) for l in folded.layers]
+        #: The layer geometry every path of this module reads (:class:`fastlift.kernels.plan.LifterPlan`).
+        self.plan = folded.plan
         self.weights = nn.ParameterList([nn.Parameter(l.weight, requires_grad=False) for l in folded.layers])
         for i, l in enumerate(folded.layers):
             self.register_buffer(f"bias_{i}", l.bias)
@@ -207,7 +222,7 @@ class FusedInferenceLifter(nn.Module):
 
     @property
     def pad(self) -> int:
-        return (self._rf - 1) // 2
+        return self.plan.pad
 
     @property
     def dtype(self) -> torch.dtype:
@@ -220,16 +235,17 @@ class FusedInferenceLifter(nn.Module):
         rebuilt when a weight or bias is replaced, moved, cast or modified in place."""
         from fastlift.fold import FoldedConv
 
-        tensors = [*self.weights, *(getattr(self, f"bias_{i}") for i in range(len(self._meta)))]
+        n = len(self.plan.layers)
+        tensors = [*self.weights, *(getattr(self, f"bias_{i}") for i in range(n))]
         tracing = torch.compiler.is_compiling()  # fake tensors have no data pointers
         key = None if tracing else tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         cached = self.__dict__.get("_folded_cache")
         if key is not None and cached is not None and cached[0] == key:
             return cached[1]
-        layers = [FoldedConv(w, getattr(self, f"bias_{i}"), t, d, r, o)
-                  for i, (w, (t, d, r, o)) in enumerate(zip(self.weights, self._meta))]
+        layers = [FoldedConv(w, getattr(self, f"bias_{i}"), lp.taps, lp.dilation, lp.relu, lp.res_offset)
+                  for i, (w, lp) in enumerate(zip(self.weights, self.plan.layers))]
         folded = FoldedLifter(layers, self.num_joints_in, self.in_features, self.num_joints_out, self.filter_widths,
-                              self.causal, self._rf, self.weights[0].shape[1], dict(self.extra))
+                              self.causal, self._rf, self.weights[0].shape[1], dict(self.extra), self.plan)
         if key is not None:
             self.__dict__["_folded_cache"] = (key, folded)
         return folded
@@ -263,8 +279,9 @@ class FusedInferenceLifter(nn.Module):
 
         h = x3
         block_in = None
-        n = len(self._meta)
-        for i, (w, (taps, dil, relu, res_off)) in enumerate(zip(self.weights, self._meta)):
+        n = len(self.plan.layers)
+        for i, (w, lp) in enumerate(zip(self.weights, self.plan.layers)):
+            taps, dil, relu, res_off = lp.taps, lp.dilation, lp.relu, lp.res_offset
             bias = getattr(self, f"bias_{i}")
             if i == n - 2:
                 # Last block's 1x1 conv with the shrink fused into its epilogue.
@@ -292,7 +309,7 @@ class FusedInferenceLifter(nn.Module):
         synchronisation, so it traces under ``torch.export``/``torch.compile``; :meth:`lift` is the
         checked, convenient entry point."""
         self._check(x, 1)
-        left, right = _ref.sequence_padding(self)
+        left, right = self.plan.sequence_padding
         return self._run(x, left, right)
 
     @torch.no_grad()
@@ -317,7 +334,7 @@ class FusedInferenceLifter(nn.Module):
             out = self.forward_sequence(x)
         else:
             self._check(x, 1)
-            left, right = _ref.sequence_padding(self)
+            left, right = self.plan.sequence_padding
             if batch_frames < 1:
                 raise ValueError(f"batch_frames: expected a positive integer, got {batch_frames}")
             xp = _ref.edge_pad(x, left, right)

@@ -27,18 +27,18 @@ stored.
 Eval mode uses the running statistics (``m1 = m2 = 0`` in the BN backward) and no dropout, so
 the same function gives exact gradients through a frozen-BN model too.
 """
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 
 from fastlift.kernels.bn_act import bn_act_materialize
 from fastlift.kernels.bn_stats import bn_eval_coefficients, bn_finalize
+from fastlift.kernels.plan import ConvGeom, LifterPlan
 from fastlift.kernels.tconv_dgrad import tconv_dgrad
 from fastlift.kernels.tconv_fwd import stats_tile_rows, tconv_fwd
 from fastlift.kernels.tconv_wgrad import tconv_wgrad
 
-__all__ = ["ConvGeom", "BlockGeom", "LifterPlan", "LifterFunction", "layer_salt", "pack_weight", "unpack_weight"]
+__all__ = ["ConvGeom", "LifterPlan", "LifterFunction", "layer_salt", "pack_weight", "unpack_weight"]
 
 # Per-layer dropout salts are far apart so that (seed + salt) never collides across layers for
 # any realistic number of training steps (the module advances the seed by 1 per step).
@@ -49,63 +49,6 @@ def layer_salt(bn_index: int) -> int:
     """Salt added to the dropout seed for the activation after BatchNorm layer ``bn_index``
     (0 = expand_bn, 1 + 2*i = block i's dilated conv, 2 + 2*i = block i's 1x1 conv)."""
     return (bn_index + 1) * _SALT_STRIDE
-
-
-@dataclass(frozen=True)
-class ConvGeom:
-    """A temporal conv: ``taps`` row-shifted loads at ``t*stride + k*dilation``."""
-
-    taps: int
-    dilation: int
-    stride: int
-
-    def out_frames(self, t_in: int) -> int:
-        return (t_in - (self.taps - 1) * self.dilation - 1) // self.stride + 1
-
-
-@dataclass(frozen=True)
-class BlockGeom:
-    """A residual block: its wide conv, and where its residual is read from the block input
-    (row ``t*res_row_stride + res_offset``)."""
-
-    conv: ConvGeom
-    res_row_stride: int
-    res_offset: int
-
-
-@dataclass(frozen=True)
-class LifterPlan:
-    expand: ConvGeom
-    blocks: tuple
-    eps: float
-
-    @staticmethod
-    def from_model(model) -> "LifterPlan":
-        """Geometry of a (reference-compatible) TemporalModel or TemporalModelOptimized1f."""
-        fw = list(model.filter_widths)
-        from fastlift.reference import TemporalModelOptimized1f
-
-        one_f = isinstance(model, TemporalModelOptimized1f)
-        dense = bool(getattr(model, "dense", False))
-        expand = ConvGeom(fw[0], 1, fw[0] if one_f else 1)
-        blocks = []
-        dilation = fw[0]
-        for i in range(1, len(fw)):
-            w = fw[i]
-            if one_f:
-                conv = ConvGeom(w, 1, w)
-                off = w // 2 + (w // 2 if model.causal else 0)
-                blocks.append(BlockGeom(conv, w, off))
-            else:
-                pad = (w - 1) * dilation // 2
-                conv = ConvGeom(2 * pad + 1, 1, 1) if dense else ConvGeom(w, dilation, 1)
-                blocks.append(BlockGeom(conv, 1, 2 * pad if model.causal else pad))
-            dilation *= w
-        return LifterPlan(expand, tuple(blocks), float(model.expand_bn.eps))
-
-    @property
-    def num_bn(self) -> int:
-        return 1 + 2 * len(self.blocks)
 
 
 def pack_weight(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -154,12 +97,9 @@ def _split_params(plan: LifterPlan, params: Sequence[torch.Tensor]):
     return convs, bns, params[i], params[i + 1]
 
 
-def _geoms(plan: LifterPlan):
-    """ConvGeom of every conv in execution order (expand, then per block wide + 1x1)."""
-    out = [plan.expand]
-    for blk in plan.blocks:
-        out += [blk.conv, ConvGeom(1, 1, 1)]
-    return out
+def _geoms(plan: LifterPlan) -> list:
+    """ConvGeom of every BN-followed conv in execution order (expand, then per block wide + 1x1)."""
+    return [layer.conv for layer in plan.layers[:-1]]
 
 
 def _shrink_input(plan: LifterPlan, block_inputs) -> dict:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from fastlift import reference as _ref
+from fastlift.kernels.plan import LifterPlan
 
 __all__ = ["safe_globals_for_reference", "load_checkpoint", "lifter_state_dict", "stored_architecture",
            "fix_state_dict", "load_model_state", "Architecture", "architecture_from_state_dict",
@@ -200,11 +201,14 @@ class Architecture:
     dense: bool = False
 
     @property
+    def plan(self) -> LifterPlan:
+        """The layer geometry of this architecture (:class:`fastlift.kernels.plan.LifterPlan`)."""
+        return LifterPlan.build(self.joints_in, self.in_features, self.joints_out, self.filter_widths,
+                                channels=self.channels, causal=self.causal, dense=self.dense)
+
+    @property
     def receptive_field(self) -> int:
-        rf = 1
-        for w in self.filter_widths:
-            rf *= w
-        return rf
+        return self.plan.receptive_field
 
     def build(self, impl: Optional[str] = None) -> torch.nn.Module:
         """An inference lifter of this architecture (dropout 0): the reference
@@ -278,38 +282,19 @@ def architecture_from_state_dict(sd: dict, *, filter_widths: Optional[Sequence[i
         raise ValueError(f"checkpoint: shrink.weight has {j3} output channels, not a multiple of 3")
     if joints_out is not None and _positive("joints_out", joints_out) != j3 // 3:
         raise ValueError(f"joints_out: the checkpoint predicts {j3 // 3} joints, got --joints-out {joints_out}")
-    kernel_widths = [w0]
-    i = 0
-    while f"layers_conv.{2 * i}.weight" in sd:
-        kernel_widths.append(int(sd[f"layers_conv.{2 * i}.weight"].shape[2]))
-        i += 1
-    inferred = [w0]
-    dilation = w0
-    for i, k in enumerate(kernel_widths[1:], start=1):
-        if dense:
-            if (k - 1) % dilation:
-                raise ValueError(f"dense: layers_conv.{2 * (i - 1)}.weight has kernel width {k}, which is not a dense "
-                                 f"kernel at dilation {dilation}; drop --dense if the checkpoint is dilated")
-            w = (k - 1) // dilation + 1
-        else:
-            w = k
-        inferred.append(w)
-        dilation *= w
+    plan = LifterPlan.from_state_dict(sd, in_features=in_features, causal=causal, dense=dense)
+    inferred = list(plan.filter_widths)
     if filter_widths is not None:
         fw = _ref.validate_filter_widths(filter_widths)
         if fw != inferred:
             hint = ""
-            if not dense and len(fw) == len(kernel_widths):
-                d, dense_k = fw[0], [fw[0]]
-                for w in fw[1:]:
-                    dense_k.append((w - 1) * d + 1)
-                    d *= w
-                if dense_k == kernel_widths:
+            if not dense and len(fw) == len(plan.kernel_widths):
+                as_dense = plan.with_(filter_widths=tuple(fw), dense=True)
+                if as_dense.kernel_widths == plan.kernel_widths:
                     hint = "; the checkpoint's kernels are dense: add --dense"
             raise ValueError(f"architecture: -arc {','.join(map(str, fw))} does not match the checkpoint, whose "
                              f"layers imply filter widths {','.join(map(str, inferred))} (dense={dense}){hint}")
-    fw = _ref.validate_filter_widths(inferred)
-    return Architecture(joints_in, in_features, j3 // 3, fw, c, causal, dense)
+    return Architecture(joints_in, in_features, j3 // 3, inferred, c, causal, dense)
 
 
 # ----------------------------------------------------------------------------------------- lifters

@@ -245,10 +245,14 @@ class LifterPlan:
         or 1f), read from its public attributes only (``filter_widths``, ``causal``, ``dense``,
         ``channels``, joints, the convs' strides, ``expand_bn.eps``): no model class is imported."""
         strides = [model.expand_conv.stride[0]] + [c.stride[0] for c in list(model.layers_conv)[::2]]
+        # With all widths 1 the strides do not show the 1f model; its class name (or fastlift's
+        # marker attribute) does, without importing the class.
+        one_f = (any(s != 1 for s in strides) or bool(getattr(model, "is_optimized_1f", False))
+                 or any(c.__name__ == "TemporalModelOptimized1f" for c in type(model).__mro__))
         bn = getattr(model, "expand_bn", None)
         return cls(int(model.num_joints_in), int(model.in_features), int(model.num_joints_out),
                    tuple(model.filter_widths), int(model.expand_conv.weight.shape[0]), bool(model.causal),
-                   bool(getattr(model, "dense", False)), any(s != 1 for s in strides),
+                   bool(getattr(model, "dense", False)), one_f,
                    float(bn.eps) if bn is not None else 1e-5)
 
     @classmethod

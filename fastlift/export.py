@@ -69,6 +69,7 @@ from torch import nn
 from fastlift import reference as _ref
 from fastlift.checkpoint import Architecture, architecture_from_state_dict, load_lifter
 from fastlift.fold import FoldedLifter
+from fastlift.stream_backends.step import StepOp, shift_register_step
 
 __all__ = [
     "FORMAT", "DTYPES", "Architecture", "architecture_from_state_dict", "load_checkpoint", "build_random_model",
@@ -148,35 +149,29 @@ class StreamStep(nn.Module):
     ``(poses float32 (N, J_out, 3), new_state list)``. Each state tensor is a shift register of a
     layer's last ``L_r = (taps - 1) * dilation + 1`` inputs (oldest first), so a layer's output is
     one GEMM over its taps ``state[r][:, ::dilation]``; a block's residual is the tap at
-    ``res_offset`` (centre for symmetric, newest for causal models). Same math as
-    :class:`fastlift.streaming.StreamingLifter` (which keeps rings in place instead).
+    ``res_offset`` (centre for symmetric, newest for causal models). The step is the plan's
+    :attr:`~fastlift.kernels.plan.LifterPlan.stream_program` run by
+    :func:`fastlift.stream_backends.step.shift_register_step` -- the step definition that
+    :class:`fastlift.streaming.StreamingLifter`'s backends execute over in-place rings.
     Computation and state are in the weights' dtype; inputs are cast to it, poses to float32.
     """
 
     def __init__(self, folded: FoldedLifter):
         super().__init__()
-        layers = folded.layers
-        n_blocks, rem = divmod(len(layers) - 2, 2)
-        if len(layers) < 2 or rem or layers[-1].relu or layers[-1].taps != 1 or layers[-1].res_offset is not None:
-            raise ValueError(f"folded: unsupported layer structure ({len(layers)} layers); expected expand, "
-                             f"(dilated, 1x1+residual) blocks, shrink")
-        for i in range(n_blocks):
-            dil, pw = layers[1 + 2 * i], layers[2 + 2 * i]
-            if pw.taps != 1 or pw.res_offset is None or not 0 <= pw.res_offset <= dil.span:
-                raise ValueError(f"folded: block {i} is not (dilated conv, 1x1 conv + residual)")
-        self.num_joints_in = folded.num_joints_in
-        self.in_features = folded.in_features
-        self.num_joints_out = folded.num_joints_out
-        self.causal = folded.causal
-        self.receptive_field = folded.receptive_field
-        self.pad = folded.pad
-        self._meta = [(l.taps, l.dilation, l.relu, l.res_offset) for l in layers]
-        for i, l in enumerate(layers):
+        plan = folded.plan
+        self.plan = plan
+        self.num_joints_in = plan.joints_in
+        self.in_features = plan.in_features
+        self.num_joints_out = plan.joints_out
+        self.causal = plan.causal
+        self.receptive_field = plan.receptive_field
+        self.pad = plan.pad
+        dtype = folded.layers[0].weight.dtype
+        for i, l in enumerate(folded.layers):
             self.register_buffer(f"w_{i}", l.weight.detach().clone())
-            self.register_buffer(f"b_{i}", l.bias.detach().clone())
-        # Ring r holds the input of layer 0 (r = 0) or of block r's dilated conv (layer 2r - 1).
-        ring_layers = [0] + [1 + 2 * i for i in range(n_blocks)]
-        self.state_shapes = [(layers[j].span + 1, layers[j].c_in) for j in ring_layers]
+            # In the compute dtype: the layer GEMM is addmm(bias, a, w).
+            self.register_buffer(f"b_{i}", l.bias.detach().to(dtype).clone())
+        self.state_shapes = [(r.length, r.channels) for r in plan.stream_rings]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -184,16 +179,22 @@ class StreamStep(nn.Module):
 
     @property
     def delay(self) -> int:
-        return 0 if self.causal else self.pad
+        return self.plan.delay
 
     def initial_state(self, n: int, device=None) -> list:
         """Zero state for ``n`` streams (any content works: a stream's first step overwrites it)."""
         device = self.w_0.device if device is None else device
         return [torch.zeros(n, length, c, dtype=self.dtype, device=device) for length, c in self.state_shapes]
 
-    def _layer(self, i: int, a: torch.Tensor) -> torch.Tensor:
-        y = a @ getattr(self, f"w_{i}") + getattr(self, f"b_{i}").to(a.dtype)
-        return torch.relu(y) if self._meta[i][2] else y
+    def _ops(self) -> list:
+        """The step program with this module's weight/bias buffers (rebuilt per call: under
+        ``torch.export`` the buffers are the traced ones)."""
+        ops = []
+        for sop in self.plan.stream_program:
+            op = StepOp(self.plan.layers[sop.layer], sop.src, sop.dst, sop.lags, sop.res, sop.res_tap)
+            op.w, op.b = getattr(self, f"w_{sop.layer}"), getattr(self, f"b_{sop.layer}")
+            ops.append(op)
+        return ops
 
     def _check(self, frames, frame_index, state) -> None:
         j, f = self.num_joints_in, self.in_features
@@ -219,23 +220,8 @@ class StreamStep(nn.Module):
         self._check(frames, frame_index, state)
         n = frames.shape[0]
         fresh = (frame_index == 0).reshape(n, 1, 1)
-        h = frames.reshape(n, -1).to(self.dtype)
-        new_state = []
-        block_ring = None
-        for i, (taps, dil, _relu, res_off) in enumerate(self._meta):
-            if i == 0 or (i % 2 == 1 and i < len(self._meta) - 1):
-                ring = state[len(new_state)]
-                v = h.unsqueeze(1)
-                ring = torch.where(fresh, v.expand(n, ring.shape[1], ring.shape[2]),
-                                   torch.cat([ring[:, 1:], v], dim=1))
-                new_state.append(ring)
-                block_ring = ring
-                h = self._layer(i, ring[:, ::dil].reshape(n, taps * ring.shape[2]))
-            else:
-                h = self._layer(i, h)
-                if res_off is not None:
-                    h = h + block_ring[:, res_off]
-        return h.float().reshape(n, self.num_joints_out, 3), new_state
+        out, new_state = shift_register_step(self._ops(), frames.reshape(n, -1).to(self.dtype), fresh, state)
+        return out.float().reshape(n, self.num_joints_out, 3), new_state
 
 
 # ---------------------------------------------------------------------------------- export

@@ -111,7 +111,7 @@ def test_fp32_17_joints_matches_reference():
 
 
 def test_cpu_fp32_onednn_and_addmm_paths_agree(monkeypatch):
-    import fastlift.streaming as streaming
+    import fastlift.stream_backends.torch_backend as streaming  # the torch backend (fastlift/stream_backends)
 
     m = make_model([3, 3, 3], False, channels=512, dtype=torch.float32)  # big enough for oneDNN layers
     fast = StreamingLifter(m, 3)

@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "compiles fastest; the GPU run has a 10-minute window)")
     p.add_argument("--compile-static", action="store_true",
                    help="specialise torch.compile per input shape (default: one dynamic-shape compilation per model)")
+    p.add_argument("--export", action="store_true",
+                   help="sequence scenario: also export each model with `fastlift export` (AOTInductor; minutes "
+                        "per model on a small CPU) and time the compiled package -- the code fastlift_run runs "
+                        "without Python -- interleaved with fuse(model).lift")
     p.add_argument("--budget-s", type=float, default=None,
                    help="total time budget in seconds; cases that do not fit are recorded as skipped")
     p.add_argument("--seed", type=int, default=0)
@@ -106,7 +110,8 @@ def run(args) -> int:
     report = run_suite(scenarios=_scenarios(args.scenario), plan=plan, device=args.device, precisions=args.dtype,
                        compile=args.compile, out_dir=args.out, budget_s=args.budget_s, seed=args.seed,
                        merge=not args.no_merge, write_png=not args.no_png, log=log, argv=sys.argv[1:],
-                       compile_mode=args.compile_mode, compile_dynamic=not args.compile_static, threads=threads)
+                       compile_mode=args.compile_mode, compile_dynamic=not args.compile_static, threads=threads,
+                       export=args.export)
     this = [r for r in report["results"] if r["run_id"] == report["this_run"]]
     view = dict(report, results=this)
     print(rep.format_table(view))

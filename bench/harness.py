@@ -142,6 +142,8 @@ class BenchContext:
     compile_dynamic: bool = True          # one dynamic-shape compilation per model for all its cases
     compile_estimate_s: float = 60.0      # expected cost of the next compilation (updated as they happen)
     last_compile_fresh: bool = False      # whether the last compiled() call created a new wrapper
+    export: bool = False                  # also measure the exported (AOTInductor) whole-sequence package
+    export_cache: dict = field(default_factory=dict)  # arc -> (loaded package, export seconds)
 
     def compiled(self, key, model):
         """One ``torch.compile`` wrapper per (scenario, model), reused across that model's cases.
@@ -178,7 +180,7 @@ class Variant:
     """
 
     id: str
-    family: str                     # reference | compile | fastlift
+    family: str                     # reference | compile | fastlift | export
     precision: str                  # fp32 | tf32 | bf16 | fp16
     make: Callable[[], Callable[[], Any]]
     baseline: bool = False

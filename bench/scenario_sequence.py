@@ -12,7 +12,12 @@ reference's edge padding (:func:`fastlift.reference.lift_sequence` semantics) an
   default mode by default; the first call's time is recorded as ``compile_s``);
 * ``fastlift-<precision>`` — :func:`fastlift.fuse` (BN folded) ``.lift``: on CUDA the fused
   Triton kernels in fp32 / tf32 / fp16 / bf16; on CPU ``impl="auto"``, i.e. the folded model in
-  pure torch (the Triton CPU interpreter is never benchmarked).
+  pure torch (the Triton CPU interpreter is never benchmarked);
+* ``export-aoti-fp32`` (``--export``) — the model exported by :func:`fastlift.export.export_package`
+  (the ``fastlift export`` package, AOTInductor) and run through AOTInductor's package loader,
+  the C++ runtime ``fastlift_run`` uses, so deploying without Python is measured against
+  ``fastlift-fp32`` in the same interleaved rounds (``extra.vs_fastlift_fp32``; export time in
+  ``extra.export_s``).
 
 Work per call: ``batch * frames`` output frames, ``batch * frames * flops_per_frame`` model FLOPs
 (the paper's amortised count; edge-padding rows are not counted as useful work).
@@ -69,6 +74,9 @@ def build_variants(ctx: BenchContext, ref: torch.nn.Module, x: torch.Tensor, key
 
         variants.append(Variant(f"fastlift-{prec}", "fastlift", prec, make,
                                 label=f"fastlift fuse({prec}) {'Triton' if cuda else 'torch (CPU)'}"))
+    if ctx.export and "fp32" in ctx.precisions:
+        variants.append(Variant("export-aoti-fp32", "export", "fp32", lambda: _exported(ctx, ref, key, x),
+                                label="fastlift export (AOTInductor package) fp32"))
     if ctx.compile:  # last: a skipped/slow compilation never costs the other variants
         def compiled():
             cm = ctx.compiled(("sequence",) + key, ref)
@@ -77,6 +85,36 @@ def build_variants(ctx: BenchContext, ref: torch.nn.Module, x: torch.Tensor, key
         variants.append(Variant("compile-reference-fp32", "compile", "fp32", compiled, baseline=True,
                                 label="torch.compile(reference) fp32"))
     return variants
+
+
+def _exported(ctx: BenchContext, ref: torch.nn.Module, key, x: torch.Tensor):
+    """Export ``ref`` once per model (cached in ``ctx``) and return a call of the loaded package."""
+    import tempfile
+    import time
+
+    from fastlift import export as E
+
+    if key not in ctx.export_cache:
+        d = tempfile.mkdtemp(prefix="fastlift-bench-export-")
+        t0 = time.perf_counter()
+        path = f"{d}/lifter.pt2"
+        E.export_package(ref, path, dtype=torch.float32, device=ctx.device, source="bench")
+        ctx.export_cache[key] = (E.load_package(path)[0], time.perf_counter() - t0)
+    package, seconds = ctx.export_cache[key]
+    ctx.log(f"  export-aoti-fp32: package built in {seconds:.0f} s")
+    return lambda: package(x)
+
+
+def _export_ratio(ctx: BenchContext, recs: list[dict]) -> None:
+    """``extra.vs_fastlift_fp32``: exported package frames/s over ``fuse(...).lift`` frames/s (same rounds)."""
+    by = {r["variant"]: r for r in recs if r["status"] == "ok"}
+    exp, fl = by.get("export-aoti-fp32"), by.get("fastlift-fp32")
+    if exp is None or fl is None:
+        return
+    exp["extra"]["vs_fastlift_fp32"] = exp["frames_per_s"] / fl["frames_per_s"]
+    ctx.log(f"  export-aoti-fp32 / fastlift-fp32: {exp['extra']['vs_fastlift_fp32']:.2f}x")
+    if ctx.on_result is not None:  # rewrite the results file with the ratio
+        ctx.on_result(exp)
 
 
 def run(ctx: BenchContext, budget=None, extra_variants=None) -> list[dict]:
@@ -108,6 +146,7 @@ def run(ctx: BenchContext, budget=None, extra_variants=None) -> list[dict]:
             variants += list(extra_variants(ref, x))
         recs = measure_case(ctx, SCENARIO, name, params, variants, expected=expected, frames_per_call=batch * frames,
                             flops_per_call=float(batch) * frames * arch["flops_per_frame"], budget=budget)
+        _export_ratio(ctx, recs)
         for r in recs:
             if r["status"] == "ok":
                 ctx.log(f"  {r['variant']:<26} {r['frames_per_s']:>12.0f} frames/s  {r['tflops'] * 1e3:9.1f} GFLOP/s"

@@ -114,7 +114,7 @@ def run_suite(scenarios=SCENARIOS, plan: str | Plan = "quick", device: str | tor
               precisions: str | list | None = None, compile: bool | None = None, out_dir=None,
               budget_s: float | None = None, seed: int = 0, merge: bool = True, write_png: bool = True,
               log=None, argv=None, extra_variants: dict | None = None, compile_mode: str = "default",
-              compile_dynamic: bool = True, threads: int | str | None = "auto") -> dict:
+              compile_dynamic: bool = True, threads: int | str | None = "auto", export: bool = False) -> dict:
     """Run ``scenarios`` and write the report files; returns the report (``report["files"]`` lists
     what was written, ``report["notes"]`` what was skipped and why). The torch thread count is
     restored afterwards."""
@@ -151,13 +151,13 @@ def run_suite(scenarios=SCENARIOS, plan: str | Plan = "quick", device: str | tor
     threads_before = torch.get_num_threads()
     try:
         return _run(scen, plan_obj, dev, precs, compile, notes, out_dir, budget_s, seed, merge, write_png, log, argv,
-                    extra_variants, compile_mode, compile_dynamic, threads)
+                    extra_variants, compile_mode, compile_dynamic, threads, export)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _run(scen, plan_obj, dev, precs, compile, notes, out_dir, budget_s, seed, merge, write_png, log, argv,
-         extra_variants, compile_mode, compile_dynamic, threads) -> dict:
+         extra_variants, compile_mode, compile_dynamic, threads, export=False) -> dict:
     from fastlift.bench import scenario_sequence, scenario_stream, scenario_train
 
     load = _load()
@@ -190,7 +190,7 @@ def _run(scen, plan_obj, dev, precs, compile, notes, out_dir, budget_s, seed, me
     run_meta = {"run_id": run_id, "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "finished": None, "argv": list(argv) if argv is not None else None, "plan": plan_obj.name,
                 "scenarios": scen, "precisions": precs, "compile": bool(compile), "compile_mode": compile_mode,
-                "compile_dynamic": compile_dynamic,
+                "compile_dynamic": compile_dynamic, "export": bool(export),
                 "budget_s": budget_s,
                 "seed": seed, "machine": machine, "load_start": _load(), "notes": notes,
                 "tf32_defaults": {"matmul": torch.backends.cuda.matmul.allow_tf32,
@@ -199,7 +199,7 @@ def _run(scen, plan_obj, dev, precs, compile, notes, out_dir, budget_s, seed, me
     ctx = BenchContext(device=dev, plan=plan_obj, precisions=precs, compile=bool(compile), budget=budget,
                        peaks=machine["peaks"] if isinstance(machine["peaks"], dict) else None, run_id=run_id, seed=seed,
                        log=log, compile_mode=compile_mode, compile_dynamic=compile_dynamic,
-                       compile_estimate_s=plan_obj.compile_estimate_s)
+                       compile_estimate_s=plan_obj.compile_estimate_s, export=bool(export))
     report = rep.new_report(slug, machine)
     report["runs"].append(run_meta)
     files = {}

@@ -460,3 +460,33 @@ def test_benchmark_train_step(benchmark):
     assert rel_err(out, ref_out) < TOLERANCES["fp32"] and rel_l2(grads, ref_grads) < 1e-3
     loss = benchmark(tr.step, x, y)
     assert torch.isfinite(loss)
+
+
+# ------------------------------------------------------------------------------ exported package
+def test_export_ratio_is_recorded_against_fuse_lift():
+    from fastlift.bench.harness import BenchContext, Budget, new_result
+    from fastlift.bench.scenario_sequence import _export_ratio
+
+    ctx = BenchContext(device=torch.device("cpu"), plan=make_plan("tiny", torch.device("cpu")), precisions=["fp32"],
+                       compile=False, budget=Budget(None))
+    recs = [new_result(scenario="sequence", case="c", params={}, variant=v, family=f, precision="fp32",
+                       baseline=False, label=v, status="ok", frames_per_call=1.0, flops_per_call=0.0,
+                       frames_per_s=fps) for v, f, fps in (("fastlift-fp32", "fastlift", 200.0),
+                                                           ("export-aoti-fp32", "export", 150.0))]
+    _export_ratio(ctx, recs)
+    assert recs[1]["extra"]["vs_fastlift_fp32"] == pytest.approx(0.75)
+    assert "vs_fastlift_fp32" not in recs[0]["extra"]
+
+
+@pytest.mark.slow
+def test_tiny_suite_with_the_exported_package(tmp_path):
+    """``--export``: the AOTInductor package is checked against the reference and timed beside
+    ``fuse(...).lift`` (AOTInductor compiles one small model: tens of seconds)."""
+    report = run_suite(scenarios=["sequence"], plan="tiny", device="cpu", out_dir=tmp_path, log=lambda line: None,
+                       export=True, write_png=False)
+    exp = [r for r in report["results"] if r["variant"] == "export-aoti-fp32"]
+    assert exp and all(r["status"] == "ok" and r["family"] == "export" for r in exp), exp
+    for r in exp:
+        assert r["check_error"] <= TOLERANCES["fp32"] and r["extra"]["vs_fastlift_fp32"] > 0
+        assert "reference-fp32" in r["speedup_vs"]
+    assert report["runs"][-1]["export"] is True

@@ -116,7 +116,7 @@ class StreamingLifter:
             dtype = folded.layers[0].weight.dtype
         if not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype: expected a torch.dtype, got {dtype!r}")
-        allowed = ((torch.float32, torch.float64) if device.type == "cpu"
+        allowed = ((torch.float32, torch.float64) if device.type == "cpu" and not _compile_only_session()
                    else (torch.float16, torch.bfloat16, torch.float32, torch.float64))
         if dtype not in allowed:
             raise ValueError(f"dtype: expected one of {allowed} on {device.type}, got {dtype}")
@@ -130,7 +130,7 @@ class StreamingLifter:
             if device.type == "cpu":
                 from fastlift.kernels import stream_step
 
-                if not stream_step.interpreter_active():
+                if not stream_step.kernels_available(device):
                     raise ValueError("backend: 'triton' on CPU needs TRITON_INTERPRET=1 set before triton is first "
                                      "imported (it runs the kernels in the Triton interpreter); use backend='torch' "
                                      "on CPU")
@@ -705,6 +705,16 @@ def _onednn_linear_ok() -> bool:
         return bool(torch.allclose(y, torch.relu(a @ w.t() + b), rtol=1e-5, atol=1e-5))
     except (AttributeError, RuntimeError, TypeError):
         return False
+
+
+def _compile_only_session() -> bool:
+    """Whether a kernels compile-only session runs (``fastlift kernels check``): its launches only compile, so
+    the Triton backend may be driven with CPU tensors of every kernel dtype."""
+    try:
+        from fastlift.kernels.launch import compile_only_active
+    except ImportError:  # triton missing
+        return False
+    return compile_only_active()
 
 
 def _triton_available() -> bool:

@@ -101,7 +101,7 @@ class StreamingLifter:
             dtype = folded.layers[0].weight.dtype
         if not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype: expected a torch.dtype, got {dtype!r}")
-        allowed = ((torch.float32, torch.float64) if device.type == "cpu"
+        allowed = ((torch.float32, torch.float64) if device.type == "cpu" and not _compile_only_session()
                    else (torch.float16, torch.bfloat16, torch.float32, torch.float64))
         if dtype not in allowed:
             raise ValueError(f"dtype: expected one of {allowed} on {device.type}, got {dtype}")
@@ -434,3 +434,13 @@ class StreamingLifter:
         if not torch.equal(idx[order], torch.arange(frames.shape[0])):
             raise RuntimeError("stream_sequence: emitted frame indices are not 0..T-1 (engine bug)")
         return poses[order.to(poses.device)]
+
+
+def _compile_only_session() -> bool:
+    """Whether a kernels compile-only session runs (``fastlift kernels check``): its launches only compile, so
+    the Triton backend may be driven with CPU tensors of every kernel dtype."""
+    try:
+        from fastlift.kernels.launch import compile_only_active
+    except ImportError:  # triton missing
+        return False
+    return compile_only_active()

@@ -8,16 +8,19 @@ Device helpers (``@triton.jit``, inlined into the kernels that call them):
 * :func:`bn_act` — BatchNorm scale/shift + ReLU + dropout applied to a loaded tile (the
   "prologue" that applies the previous layer's BatchNorm inside the next GEMM).
 
-Launcher helpers: interpreter detection, dtype checks, tile choices.
+Launcher helpers: interpreter detection, dtype checks, dot precision, and the tile table (every
+tile choice takes an explicit :class:`~fastlift.kernels.target.Target`, never the device type).
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 
 import torch
 import triton
 import triton.language as tl
+
+from fastlift.kernels.target import Target, resolve
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -32,16 +35,26 @@ GPRO_BN_BWD = 1  # G = dL/dz recomputed from dL/da, z and the BN/ReLU/dropout of
 
 
 def interpreter_active() -> bool:
-    """True when Triton kernels run under the CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when fastlift's Triton kernels run under the CPU interpreter (``TRITON_INTERPRET=1``).
+
+    Triton decides per ``@triton.jit`` decoration, at import time: if ``triton.language`` (or this
+    module) was imported before ``TRITON_INTERPRET=1`` was set, its functions stay compiled and
+    the interpreter cannot run them, so this checks the decorations as well as the variable.
+    """
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        return False
+    return type(_fmix32).__name__ == "InterpretedFunction" and type(tl.max).__name__ == "InterpretedFunction"
 
 
 def kernels_available(device: torch.device) -> bool:
-    """Whether Triton kernels can run on tensors of ``device`` (CUDA, or CPU under the interpreter)."""
+    """Whether Triton kernels can run on tensors of ``device``: CUDA, CPU under the interpreter,
+    or any device inside a compile-only session (:func:`fastlift.kernels.launch.compile_only`)."""
     device = torch.device(device)
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and interpreter_active()
+    from fastlift.kernels.launch import compile_only_active
+
+    return device.type == "cpu" and (interpreter_active() or compile_only_active())
 
 
 def check_kernel_device(name: str, t: torch.Tensor) -> None:
@@ -64,24 +77,96 @@ def check_same_device(ref_name: str, ref: torch.Tensor, **others) -> None:
             raise ValueError(f"{n}: expected a tensor on {ref.device} (the device of {ref_name}), got {t.device}")
 
 
-def dot_precision(dtype: torch.dtype) -> str:
-    """tl.dot input precision for fp32 operands: exact ("ieee") unless torch allows TF32 for
-    matmuls (then the kernels follow torch's choice). fp16/bf16 operands always use the tensor
-    cores' native precision with fp32 accumulation; "tf32" is Triton's default value there."""
-    if dtype == torch.float32 and not (torch.backends.cuda.matmul.allow_tf32 and not interpreter_active()):
-        return "ieee"
-    return "tf32"
+# ---------------------------------------------------------------------------------- fp32 precision policy
+# fp32 convolutions of the reference run through cuDNN, which uses TF32 tensor cores unless the user
+# turns TF32 off. The kernels follow the same switch, so "fp32" means what the reference gets.
+FP32_PRECISIONS = ("auto", "ieee", "tf32", "tf32x3")
+_FP32_MODE: list[str] = ["auto"]
 
 
-def gemm_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict:
-    """Tile sizes and launch options for the GEMM kernels.
+def torch_conv_fp32_precision() -> str:
+    """What torch's settings ask of fp32 convolutions: ``"tf32"`` or ``"ieee"``. Never raises.
 
-    Kept deliberately small and deterministic (no autotuning, so results never depend on a
-    timing race): tiles sized for Hopper/Ampere tensor cores on CUDA, tiny tiles under the
-    interpreter (where every program is executed in Python).
+    The newer ``fp32_precision`` settings are read most specific first
+    (``torch.backends.cudnn.conv`` -> ``torch.backends.cudnn`` -> ``torch.backends``; ``"none"``
+    inherits), then the legacy ``torch.backends.cudnn.allow_tf32`` (whose getter raises when the
+    two APIs were mixed); cuDNN's default (TF32) if nothing can be read.
     """
+    getters = (lambda: torch.backends.cudnn.conv.fp32_precision, lambda: torch.backends.cudnn.fp32_precision,
+               lambda: torch.backends.fp32_precision)
+    for get in getters:
+        try:
+            v = get()
+        except Exception:  # an older torch without the setting, or a getter that refuses
+            continue
+        if v in ("tf32", "ieee"):
+            return v
+    try:
+        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    except Exception:
+        return "tf32"
+
+
+def set_fp32_precision(mode: str) -> None:
+    """How fp32 GEMMs of the kernels use the tensor cores:
+
+    * ``"auto"`` (default): follow torch's setting for cuDNN convolutions, as the reference does
+      (TF32 by default; exact IEEE when the user turns TF32 off);
+    * ``"ieee"``: exact fp32 FMAs (no tensor cores);
+    * ``"tf32"``: TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation);
+    * ``"tf32x3"``: three TF32 products per multiply (split hi/lo), close to fp32 accuracy on
+      tensor cores at about 3x the tensor-core work.
+    """
+    if mode not in FP32_PRECISIONS:
+        raise ValueError(f"mode: expected one of {FP32_PRECISIONS}, got {mode!r}")
+    _FP32_MODE[0] = mode
+
+
+def get_fp32_precision() -> str:
+    """The mode set by :func:`set_fp32_precision` (``"auto"`` unless changed)."""
+    return _FP32_MODE[0]
+
+
+@contextlib.contextmanager
+def fp32_precision(mode: str):
+    """:func:`set_fp32_precision` for the duration of a ``with`` block."""
+    old = _FP32_MODE[0]
+    set_fp32_precision(mode)
+    try:
+        yield
+    finally:
+        _FP32_MODE[0] = old
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision for operands of ``dtype``: for fp32 the policy above
+    (``"ieee"``, ``"tf32"`` or ``"tf32x3"``; always ``"ieee"`` on ROCm); fp16/bf16 operands always
+    use the tensor cores' native precision with fp32 accumulation (``"tf32"`` is Triton's default
+    value there and has no effect)."""
+    if dtype != torch.float32:
+        return "tf32"
+    mode = _FP32_MODE[0]
+    if mode == "auto":
+        mode = torch_conv_fp32_precision()
+    if torch.version.hip is not None:
+        return "ieee"
+    return mode
+
+
+# ---------------------------------------------------------------------------------- tile table
+# Every tile choice of the kernels lives here and takes a Target (see fastlift.kernels.target):
+# the interpreter executes each program in Python, so it gets tiny tiles; GPUs get tiles sized for
+# their tensor cores. None of these depend on timing (no autotuning), so results are deterministic.
+
+
+def gemm_config(m: int, n: int, k: int, dtype: torch.dtype, target: "Target | torch.device") -> dict:
+    """Tile sizes and launch options of the GEMM kernels (tconv forward and dgrad).
+
+    ``target``: a :class:`Target` or a device (resolved with :func:`fastlift.kernels.target.resolve`).
+    """
+    target = resolve(target)
     m, n, k = static_int(m, 1 << 20), static_int(n, 1024), static_int(k, 1024)
-    if torch.device(device).type != "cuda":
+    if not target.gpu:
         return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=1, num_stages=1)
     big = dtype in (torch.float16, torch.bfloat16)
     block_n = 128 if n >= 128 else max(16, triton.next_power_of_2(n))
@@ -90,6 +175,58 @@ def gemm_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device
     warps = 8 if block_m * block_n >= 128 * 128 else 4
     stages = 4 if big else 3
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=warps, num_stages=stages)
+
+
+def wgrad_config(m: int, c_in: int, c_out: int, taps: int, dtype: torch.dtype, target) -> dict:
+    """Tiles of the weight-gradient kernel and its split of the row reduction (``SPLIT``)."""
+    target = resolve(target)
+    if target.gpu:
+        big = dtype != torch.float32
+        bc = 128 if c_in >= 128 else max(16, triton.next_power_of_2(c_in))
+        bn = 128 if c_out >= 128 else max(16, triton.next_power_of_2(c_out))
+        br = 64 if big else 32
+        warps, stages = (8 if bc * bn >= 128 * 128 else 4), (3 if big else 2)
+        waves = 4 * target.sm_count  # aim for ~4 waves of programs ...
+    else:
+        bc, bn, br, warps, stages = 32, 32, 32, 1, 1
+        waves = 2
+    tiles = taps * triton.cdiv(c_in, bc) * triton.cdiv(c_out, bn)
+    # ... but keep >= 8 row blocks per program.
+    split = max(1, min(triton.cdiv(waves, tiles), triton.cdiv(static_int(m, 1 << 20), 8 * br)))
+    return dict(BLOCK_C=bc, BLOCK_N=bn, BLOCK_R=br, num_warps=warps, num_stages=stages, SPLIT=split)
+
+
+def rowwise_config(target) -> dict:
+    """Tiles of the element-wise BN-activation kernel (``BLOCK_M`` rows x ``BLOCK_C`` channels)."""
+    if resolve(target).gpu:
+        return dict(BLOCK_M=64, BLOCK_C=128, num_warps=4)
+    return dict(BLOCK_M=16, BLOCK_C=32, num_warps=1)
+
+
+def finalize_config(target) -> dict:
+    """Channel tile of the BN-finalize kernel."""
+    return dict(BLOCK_C=128 if resolve(target).gpu else 32)
+
+
+def stream_config(n_rows: int, c_out: int, dtype: torch.dtype, target) -> dict:
+    """Tiles of the streaming-step kernel for ``n_rows`` streams.
+
+    Few streams make the layer a weight-streaming GEMV, so narrow column tiles spread the weight
+    read over more programs; many streams get taller tiles for weight reuse. ``tl.dot`` needs every
+    tile dimension >= 16 (the interpreter too, so it gets the same tiles: its cost is per program).
+    """
+    resolve(target)
+    block_n = 16 if n_rows <= 16 else (32 if n_rows <= 32 else 64)
+    if n_rows <= 16:
+        block_c = 32
+    elif n_rows <= 128:
+        block_c = 64
+    else:
+        block_c = 128
+    block_c = max(16, min(block_c, triton.next_power_of_2(c_out)))
+    block_k = 32 if dtype == torch.float32 else 64
+    num_warps = 4 if block_n * block_c <= 4096 else 8
+    return dict(BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=num_warps)
 
 
 def tl_dtype(dtype: torch.dtype):
@@ -293,30 +430,25 @@ def load_output_grad(g_ptr, z_ptr, gcoef_ptr, bi, t, n, gmask, n_ok, T_out, C_ou
 def launchable(kernel):
     """``kernel`` wrapped with ``torch.library.wrap_triton`` so registered ``triton_op`` bodies trace
     under torch.compile / torch.export; the bare interpreted kernel under ``TRITON_INTERPRET=1``
-    (wrap_triton only accepts compiled JIT functions)."""
+    (wrap_triton only accepts compiled JIT functions). Launchers go through
+    :func:`fastlift.kernels.launch.launch`, which calls this."""
     if interpreter_active():
         return kernel
     return torch.library.wrap_triton(kernel)
 
 
 def use_launcher(t: torch.Tensor) -> bool:
-    """Call the Triton launcher directly (CPU tensor under the interpreter) instead of the
-    registered operator (which dispatches to the Triton kernel on CUDA and to the torch twin on CPU)."""
-    return t.device.type == "cpu" and interpreter_active()
+    """Call the Triton launcher directly (CPU tensor under the interpreter, or in a compile-only
+    session) instead of the registered operator (which dispatches to the Triton kernel on CUDA and
+    to the torch twin on CPU)."""
+    if t.device.type != "cpu":
+        return False
+    from fastlift.kernels.launch import compile_only_active
+
+    return interpreter_active() or compile_only_active()
 
 
 def static_int(v, default: int) -> int:
     """``v`` if it is a plain int, else ``default`` (a symbolic size during torch.export/compile
     tracing must not pick code paths, or the traced graph would be specialised to it)."""
     return v if isinstance(v, int) else default
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def sm_count(device: torch.device) -> int:
-    """Streaming multiprocessors of a CUDA device (cached)."""
-    device = torch.device(device)
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())

@@ -21,7 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastlift.kernels._common import check_kernel_device, launchable, use_launcher
+from fastlift.kernels._common import check_kernel_device, finalize_config, use_launcher
+from fastlift.kernels.launch import launch
 
 __all__ = ["bn_finalize", "bn_finalize_launch", "bn_finalize_reference", "bn_eval_coefficients"]
 
@@ -116,8 +117,8 @@ def bn_finalize_launch(psum: torch.Tensor, pm2: torch.Tensor, m: int, tile_m: in
     if num_batches_tracked is not None and update:
         num_batches_tracked.add_(1)
     dummy = out[0]
-    block_c = 128 if dev.type == "cuda" else 32
-    launchable(_bn_finalize_kernel)[(triton.cdiv(c, block_c),)](
+    block_c = finalize_config(dev)["BLOCK_C"]
+    launch(_bn_finalize_kernel, (triton.cdiv(c, block_c),),
         psum, pm2, gamma if gamma is not None else dummy, beta if beta is not None else dummy,
         running_mean if update else dummy, running_var if update else dummy,
         num_batches_tracked if num_batches_tracked is not None else torch.ones(1, device=dev, dtype=torch.int64),

@@ -27,24 +27,33 @@ Ring layout: ``(slots, L, C)`` contiguous, channel-contiguous, ``L = span + 1`` 
 frame, so every tap of a step is read from the ring while the write of the step's new frame
 (position ``t mod L``) never aliases a tap another program of the same launch still reads.
 
-Limitations: dtypes fp16 / bf16 / fp32 (fp32 uses TF32 only if
-``torch.backends.cuda.matmul.allow_tf32`` is set, IEEE fp32 otherwise); CPU tensors only under
-``TRITON_INTERPRET=1`` (set before triton is imported). Not registered as a ``torch.library``
-op: the step mutates engine-owned ring state in place and is meant to be called (and CUDA-graph
-captured) by :class:`fastlift.streaming.StreamingLifter`, not traced by ``torch.compile``.
+Limitations: dtypes fp16 / bf16 / fp32 (fp32 ``tl.dot`` precision follows
+:func:`fastlift.kernels._common.dot_precision`); CPU tensors only under ``TRITON_INTERPRET=1`` (set
+before triton is imported) or in a compile-only session.
+
+Operator: the launch is registered as ``torch.ops.fastlift.stream_layer`` (mutating ``src`` and
+``dst``) with the torch twin :func:`stream_layer_reference` as its CPU implementation, so it
+works under ``torch.compile``/``opcheck`` like the other ops. :class:`fastlift.streaming.StreamingLifter`
+calls :func:`stream_layer` (the launcher) directly instead: its step is ~9 launches that must
+cost a few microseconds each and are captured into CUDA graphs that replay in-place updates of
+engine-owned ring buffers; the dispatcher adds per-call overhead there and brings nothing
+(there is nothing to trace or differentiate).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["StreamLayer", "stream_layer", "stream_step", "validate_layer", "pick_blocks", "interpreter_active",
-           "SUPPORTED_DTYPES"]
+from fastlift.kernels._common import SUPPORTED_DTYPES, dot_precision, interpreter_active, stream_config
+from fastlift.kernels._common import kernels_available as _kernels_available
+from fastlift.kernels.launch import compile_only_active, launch
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+__all__ = ["StreamLayer", "stream_layer", "stream_step", "validate_layer", "interpreter_active", "kernels_available",
+           "stream_layer_reference", "SUPPORTED_DTYPES"]
 
 
 @triton.jit
@@ -56,9 +65,9 @@ def _stream_layer_kernel(
     res_ptr,   # HAS_RES: (slots, l_res, c_out) ring of the block input (residual source); unused otherwise
     dst_ptr,   # DST_RING: (slots, l_dst, c_out) ring of the next layer's input; else (n_rows, c_out)
     meta_ptr,  # (3, meta_stride) int64: slot, frame time t, fresh flag per row
-    n_rows, c_in, c_out, taps, dil, l_src, l_res, res_lag, l_dst, meta_stride,
-    SRC_RING: tl.constexpr, NEWEST_FROM_X: tl.constexpr, HAS_RES: tl.constexpr, DST_RING: tl.constexpr,
-    RELU: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+    n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst, meta_stride,
+    TAPS: tl.constexpr, DIL: tl.constexpr, SRC_RING: tl.constexpr, NEWEST_FROM_X: tl.constexpr, HAS_RES: tl.constexpr,
+    DST_RING: tl.constexpr, RELU: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -75,25 +84,27 @@ def _stream_layer_kernel(
     fresh = (tl.load(meta_ptr + 2 * meta_stride + rows64, mask=row_ok, other=0) != 0) & row_ok
 
     acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
-    for k in range(0, taps):
-        lag = (taps - 1 - k) * dil
+    for k in tl.static_range(TAPS):
+        lag = (TAPS - 1 - k) * DIL  # compile-time: tap k of a width-TAPS conv with dilation DIL
         if SRC_RING:
             # lag <= span < l_src, so adding l_src keeps the operand of % non-negative.
             pos = (t % l_src + l_src - lag) % l_src
             a_row = (slot * l_src + pos) * c_in
         else:
             a_row = rows64 * c_in
-        if NEWEST_FROM_X:
-            # The newest tap (and, on a stream's first frame, every tap) is the new input frame.
-            use_x = fresh | ((tl.zeros((BLOCK_N,), dtype=tl.int32) + lag) == 0)
         for k0 in range(0, c_in, BLOCK_K):
             kk = k0 + ks
             k_ok = kk < c_in
             if NEWEST_FROM_X:
-                a = tl.load(src_ptr + a_row[:, None] + kk[None, :],
-                            mask=(row_ok & ~use_x)[:, None] & k_ok[None, :], other=0.0)
-                a += tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :],
-                             mask=(row_ok & use_x)[:, None] & k_ok[None, :], other=0.0)
+                # The newest tap (and, on a stream's first frame, every tap) is the new input frame.
+                if lag == 0:
+                    a = tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                                other=0.0)
+                else:
+                    a = tl.load(src_ptr + a_row[:, None] + kk[None, :],
+                                mask=(row_ok & ~fresh)[:, None] & k_ok[None, :], other=0.0)
+                    a += tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :],
+                                 mask=fresh[:, None] & k_ok[None, :], other=0.0)
             else:
                 a = tl.load(src_ptr + a_row[:, None] + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             w_rows = (k * c_in + kk).to(tl.int64)
@@ -140,35 +151,13 @@ def _stream_layer_kernel(
                         tl.store(src_ptr + ((slot * l_src + p) * c_in)[:, None] + kk[None, :], xv, mask=fm)
 
 
-def interpreter_active() -> bool:
-    """True when this module's kernel *and* triton's own library functions run under the interpreter.
-
-    Triton decides per ``@triton.jit`` decoration, at import time; if ``triton.language`` was
-    imported before ``TRITON_INTERPRET=1`` was set, its helpers (``tl.max`` ...) stay compiled
-    and the interpreter cannot run this kernel, so both must agree.
-    """
-    return (type(_stream_layer_kernel).__name__ == "InterpretedFunction"
-            and type(tl.max).__name__ == "InterpretedFunction")
-
-
-def pick_blocks(n_rows: int, c_out: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
-    """Tile sizes ``(BLOCK_N, BLOCK_C, BLOCK_K, num_warps)`` for ``n_rows`` streams.
-
-    Few streams make the layer a weight-streaming GEMV, so narrow column tiles spread the
-    weight read over more programs; many streams get taller tiles for weight reuse. ``tl.dot``
-    needs every tile dimension >= 16. Untuned (no GPU was available when this was written).
-    """
-    block_n = 16 if n_rows <= 16 else (32 if n_rows <= 32 else 64)
-    if n_rows <= 16:
-        block_c = 32
-    elif n_rows <= 128:
-        block_c = 64
-    else:
-        block_c = 128
-    block_c = max(16, min(block_c, triton.next_power_of_2(c_out)))
-    block_k = 32 if dtype == torch.float32 else 64
-    num_warps = 4 if block_n * block_c <= 4096 else 8
-    return block_n, block_c, block_k, num_warps
+def kernels_available(device: torch.device) -> bool:
+    """Whether the step kernel can run on ``device``: CUDA, CPU under the interpreter, or any device
+    in a compile-only session."""
+    device = torch.device(device)
+    if device.type == "cpu":  # this module's interpreter_active (tests patch it)
+        return interpreter_active() or compile_only_active()
+    return _kernels_available(device)
 
 
 @dataclass
@@ -232,7 +221,7 @@ def validate_layer(layer: StreamLayer, meta: torch.Tensor, n_rows: int) -> None:
             raise _fail(name, f"a tensor on {dev} (the weight's device)", f"device {tns.device}")
         if not tns.is_contiguous():
             raise _fail(name, "a contiguous tensor", f"strides {tns.stride()} for shape {tuple(tns.shape)}")
-    if dev.type == "cpu" and not interpreter_active():
+    if not kernels_available(dev):
         raise ValueError("stream_layer: CPU tensors need the Triton interpreter; set TRITON_INTERPRET=1 before "
                          "triton is first imported in the process (or use the torch path of StreamingLifter)")
     for name, tns, c, ring in (("src", layer.src, c_in, layer.src_ring), ("dst", layer.dst, c_out, layer.dst_ring)):
@@ -285,28 +274,72 @@ def stream_layer(layer: StreamLayer, meta: torch.Tensor, n_rows: int, validate: 
         validate_layer(layer, meta, n_rows)
     if n_rows == 0:
         return
-    c_in = layer.weight.shape[0] // layer.taps
-    c_out = layer.weight.shape[1]
-    block_n, block_c, block_k, num_warps = pick_blocks(n_rows, c_out, layer.weight.dtype)
-    # TF32 only where torch itself would use it for fp32 matmuls (and the target has it: not ROCm).
-    tf32 = layer.weight.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and torch.version.hip is None
-    precision = "tf32" if tf32 else "ieee"
-    l_src = layer.src.shape[1] if layer.src_ring else 1
-    l_dst = layer.dst.shape[1] if layer.dst_ring else 1
-    res = layer.res if layer.res is not None else layer.dst
-    l_res = layer.res.shape[1] if layer.res is not None else 1
-    x = layer.x if layer.x is not None else layer.src
-    grid = (triton.cdiv(n_rows, block_n), triton.cdiv(c_out, block_c))
-    _stream_layer_kernel[grid](
-        layer.src, x, layer.weight, layer.bias, res, layer.dst, meta,
-        n_rows, c_in, c_out, layer.taps, layer.dilation, l_src, l_res, layer.res_lag, l_dst, meta.stride(0),
-        SRC_RING=layer.src_ring, NEWEST_FROM_X=layer.x is not None, HAS_RES=layer.res is not None,
-        DST_RING=layer.dst_ring, RELU=layer.relu, BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_K=block_k,
-        PRECISION=precision, num_warps=num_warps,
-    )
+    _launch_layer(layer.src, layer.x, layer.weight, layer.bias, layer.res, layer.dst, meta, n_rows, layer.taps,
+                  layer.dilation, layer.res_lag, layer.src_ring, layer.dst_ring, layer.relu)
+
+
+def _launch_layer(src, x, weight, bias, res, dst, meta, n_rows, taps, dilation, res_lag, src_ring, dst_ring, relu):
+    c_in = weight.shape[0] // taps
+    c_out = weight.shape[1]
+    cfg = stream_config(n_rows, c_out, weight.dtype, weight.device)
+    l_src = src.shape[1] if src_ring else 1
+    l_dst = dst.shape[1] if dst_ring else 1
+    l_res = res.shape[1] if res is not None else 1
+    grid = (triton.cdiv(n_rows, cfg["BLOCK_N"]), triton.cdiv(c_out, cfg["BLOCK_C"]))
+    launch(_stream_layer_kernel, grid,
+           src, x if x is not None else src, weight, bias, res if res is not None else dst, dst, meta,
+           n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst, meta.stride(0),
+           TAPS=taps, DIL=dilation, SRC_RING=src_ring, NEWEST_FROM_X=x is not None, HAS_RES=res is not None,
+           DST_RING=dst_ring, RELU=relu, PRECISION=dot_precision(weight.dtype), **cfg)
 
 
 def stream_step(layers: list[StreamLayer], meta: torch.Tensor, n_rows: int, validate: bool = True) -> None:
     """Run every layer of a step in order (one launch per layer; CUDA-graph capturable)."""
     for layer in layers:
         stream_layer(layer, meta, n_rows, validate)
+
+
+# ---------------------------------------------------------------------------------- torch twin + operator
+def stream_layer_reference(src: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
+                           res: Optional[torch.Tensor], dst: torch.Tensor, meta: torch.Tensor, n_rows: int, taps: int,
+                           dilation: int, res_lag: int, src_ring: bool, dst_ring: bool, relu: bool) -> None:
+    """Torch twin of one launch (arguments as the fields of :class:`StreamLayer`); updates ``dst`` (and,
+    with ``x``, the input ring ``src``) in place. Math in fp32 (fp64 kept), rounded to ``dst``'s dtype."""
+    if n_rows == 0:
+        return
+    acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    slot, t = meta[0, :n_rows], meta[1, :n_rows]
+    fresh = meta[2, :n_rows] != 0
+    taps_in = []
+    for k in range(taps):
+        lag = (taps - 1 - k) * dilation
+        a = src[slot, (t - lag) % src.shape[1]] if src_ring else src[:n_rows]
+        if x is not None:
+            a = torch.where((fresh | (lag == 0))[:, None], x[:n_rows], a)
+        taps_in.append(a.to(acc))
+    y = torch.cat(taps_in, 1) @ weight.to(acc) + bias.to(acc)
+    if relu:
+        y = torch.relu(y)
+    if res is not None:
+        y = y + res[slot, (t - res_lag) % res.shape[1]].to(acc)
+    out = y.to(dst.dtype)
+    if dst_ring:
+        dst[slot[fresh]] = out[fresh][:, None]
+        dst[slot, t % dst.shape[1]] = out
+    else:
+        dst[:n_rows] = out
+    if x is not None:
+        xs = x[:n_rows].to(src.dtype)
+        src[slot[fresh]] = xs[fresh][:, None]
+        src[slot, t % src.shape[1]] = xs
+
+
+@torch.library.triton_op("fastlift::stream_layer", mutates_args=("src", "dst"))
+def _stream_layer_op(src: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
+                     res: Optional[torch.Tensor], dst: torch.Tensor, meta: torch.Tensor, n_rows: int, taps: int,
+                     dilation: int, res_lag: int, src_ring: bool, dst_ring: bool, relu: bool) -> None:
+    if n_rows:
+        _launch_layer(src, x, weight, bias, res, dst, meta, n_rows, taps, dilation, res_lag, src_ring, dst_ring, relu)
+
+
+_stream_layer_op.register_kernel("cpu")(stream_layer_reference)

@@ -38,12 +38,12 @@ from fastlift.kernels._common import (
     dropout_key,
     dropout_threshold,
     gemm_config,
-    launchable,
     load_output_grad,
     swizzle,
     tile_column_sums,
     use_launcher,
 )
+from fastlift.kernels.launch import launch
 
 __all__ = ["tconv_dgrad", "tconv_dgrad_launch", "tconv_dgrad_reference", "output_grad_reference", "dgrad_tile_rows"]
 
@@ -210,7 +210,7 @@ def tconv_dgrad_launch(g: torch.Tensor, w: torch.Tensor, taps: int, t_in: int, d
     psu = torch.empty((num_m, c_in), device=dev, dtype=torch.float32) if epi else dummy
     psz = torch.empty((num_m, c_in), device=dev, dtype=torch.float32) if epi else dummy
     g_thr, e_thr = dropout_threshold(g_p), dropout_threshold(e_p)
-    launchable(_tconv_dgrad_kernel)[(num_m * num_n,)](
+    launch(_tconv_dgrad_kernel, (num_m * num_n,),
         g, z if z is not None else g, gcoef if gcoef is not None else dummy, w,
         gres if gres is not None else g, zprev if epi else g, ecoef if epi else dummy, gx, psu, psz,
         seed if seed is not None else torch.zeros(1, device=dev, dtype=torch.int64),

@@ -42,12 +42,12 @@ from fastlift.kernels._common import (
     dropout_apply_torch,
     dropout_threshold,
     gemm_config,
-    launchable,
     load_activation,
     swizzle,
     tile_column_sums,
     use_launcher,
 )
+from fastlift.kernels.launch import launch
 
 __all__ = ["tconv_fwd", "tconv_fwd_launch", "tconv_fwd_reference", "conv_out_frames", "bn_act_torch", "stats_tile_rows"]
 
@@ -273,7 +273,7 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
     thr = dropout_threshold(p)
     res = residual if residual is not None else x
     pres = pro_residual if pro_residual is not None else x
-    launchable(_tconv_fwd_kernel)[(num_m * num_n,)](
+    launch(_tconv_fwd_kernel, (num_m * num_n,),
         x, w, bias if bias is not None else dummy, res, y if store_y else dummy,
         pro_scale if pro_scale is not None else dummy, pro_shift if pro_shift is not None else dummy,
         pro_mean if pro_mean is not None else dummy, pres,

@@ -29,13 +29,12 @@ from fastlift.kernels._common import (
     dot_precision,
     dropout_key,
     dropout_threshold,
-    launchable,
     load_activation,
-    sm_count,
-    static_int,
     load_output_grad,
     use_launcher,
+    wgrad_config,
 )
+from fastlift.kernels.launch import launch
 from fastlift.kernels.tconv_dgrad import output_grad_reference
 from fastlift.kernels.tconv_fwd import bn_act_torch
 
@@ -168,27 +167,18 @@ def tconv_wgrad_launch(x: torch.Tensor, g: torch.Tensor, taps: int, dilation: in
                                             pres_row_stride, pres_offset, z, gcoef, seed, a_p, g_p, pro_mean)
     dev = x.device
     m = b * t_out
-    cuda = dev.type == "cuda"
-    if cuda:
-        big = x.dtype != torch.float32
-        bc = 128 if c_in >= 128 else max(16, triton.next_power_of_2(c_in))
-        bn = 128 if c_out >= 128 else max(16, triton.next_power_of_2(c_out))
-        br = 64 if big else 32
-        warps, stages = (8 if bc * bn >= 128 * 128 else 4), (3 if big else 2)
-    else:
-        bc, bn, br, warps, stages = 32, 32, 32, 1, 1
+    cfg = wgrad_config(m, c_in, c_out, taps, x.dtype, dev)
+    bc, bn, br, warps, stages = cfg["BLOCK_C"], cfg["BLOCK_N"], cfg["BLOCK_R"], cfg["num_warps"], cfg["num_stages"]
     tiles = taps * triton.cdiv(c_in, bc) * triton.cdiv(c_out, bn)
     if split is None:
-        # Aim for ~4 waves of programs on a GPU, but keep >= 8 row blocks per program.
-        target = 4 * sm_count(dev) if cuda else 2
-        split = max(1, min(triton.cdiv(target, tiles), triton.cdiv(static_int(m, 1 << 20), 8 * br)))
+        split = cfg["SPLIT"]
     rows_per_split = triton.cdiv(triton.cdiv(m, split), br) * br
     split = triton.cdiv(m, rows_per_split)
     dw = torch.empty((split, taps * c_in, c_out), device=dev, dtype=torch.float32)
     dummy = torch.empty(1, device=dev, dtype=torch.float32)
     a_thr, g_thr = dropout_threshold(a_p), dropout_threshold(g_p)
     pres = pro_residual if pro_residual is not None else x
-    launchable(_tconv_wgrad_kernel)[(tiles, split)](
+    launch(_tconv_wgrad_kernel, (tiles, split),
         x, pro_scale if pro_scale is not None else dummy, pro_shift if pro_shift is not None else dummy,
         pro_mean if pro_mean is not None else dummy, pres,
         g, z if z is not None else g, gcoef if gcoef is not None else dummy,

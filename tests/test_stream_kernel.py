@@ -162,12 +162,28 @@ def test_launcher_validation():
         ks.stream_layer(ks.StreamLayer(**{**dilated.__dict__, "dilation": 4}), m2, 4)
 
 
-def test_pick_blocks_respects_tl_dot_minimums():
-    for n in (1, 3, 16, 17, 64, 65, 4096):
-        for c in (9, 51, 1024):
-            bn, bc, bk, warps = ks.pick_blocks(n, c, torch.float32)
-            assert min(bn, bc, bk) >= 16 and warps in (4, 8)
-            assert bn >= min(n, 64)  # up to 64 streams fit one row tile
+def test_stream_config_respects_tl_dot_minimums():
+    from fastlift.kernels._common import stream_config
+    from fastlift.kernels.target import INTERPRETER, cuda_target
+
+    for target in (INTERPRETER, cuda_target(80), cuda_target(90)):
+        for n in (1, 3, 16, 17, 64, 65, 4096):
+            for c in (9, 51, 1024):
+                cfg = stream_config(n, c, torch.float32, target)
+                assert min(cfg["BLOCK_N"], cfg["BLOCK_C"], cfg["BLOCK_K"]) >= 16 and cfg["num_warps"] in (4, 8)
+                assert cfg["BLOCK_N"] >= min(n, 64)  # up to 64 streams fit one row tile
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_torch_twin_matches_oracle(name):
+    """The registered op's CPU implementation (the torch twin) does what one launch must do."""
+    layer, meta = build_case(name, 7, "cpu", seed=11)
+    exp_src, exp_dst = oracle(layer, meta, 7)
+    torch.ops.fastlift.stream_layer(layer.src, layer.x, layer.weight, layer.bias, layer.res, layer.dst, meta, 7,
+                                    layer.taps, layer.dilation, layer.res_lag, layer.src_ring, layer.dst_ring,
+                                    layer.relu)
+    torch.testing.assert_close(layer.dst.double(), exp_dst, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.src.double(), exp_src, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------- engine (triton backend)
@@ -280,12 +296,20 @@ def test_interpreter_suite_in_subprocess():
 
 
 # ---------------------------------------------------------------------------- GPU tier
+@pytest.fixture
+def ieee_fp32():
+    """Exact fp32 on both sides: the kernels follow cuDNN's TF32 switch, the reference uses cuDNN."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("graphs", [True, False])
-def test_gpu_engine_matches_torch_path(causal, graphs):
-    torch.backends.cuda.matmul.allow_tf32 = False
+def test_gpu_engine_matches_torch_path(causal, graphs, ieee_fp32):
     model = make_model([3, 3, 3, 3], causal, channels=64, j_in=17, j_out=17).cuda()
     lengths = [90, 20, 130, 5, 60, 61]
     starts = [0, 2, 3, 4, 30, 31]
@@ -311,8 +335,7 @@ def test_gpu_half_precision_engine(dtype, tol):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-def test_gpu_many_streams_buckets_and_slot_reuse():
-    torch.backends.cuda.matmul.allow_tf32 = False
+def test_gpu_many_streams_buckets_and_slot_reuse(ieee_fp32):
     model = make_model([3, 3, 3], False, channels=32, j_in=17, j_out=17).cuda()
     n = 150  # not a power of two: the top bucket (256) pads dummy rows
     eng = StreamingLifter(model, n)

@@ -45,7 +45,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
         if device.type == "cpu":
             from fastlift.kernels import stream_step
 
-            if not stream_step.interpreter_active():
+            if not stream_step.kernels_available(device):
                 raise ValueError("backend: 'triton' on CPU needs TRITON_INTERPRET=1 set before triton is first "
                                  "imported (it runs the kernels in the Triton interpreter); use backend='torch' "
                                  "on CPU")

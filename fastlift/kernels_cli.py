@@ -1,0 +1,388 @@
+"""``fastlift kernels check``: compile every Triton specialisation the real code paths launch, for a GPU
+target, on any machine (no GPU needed), and report resources and tensor-core use.
+
+The real model code runs on CPU tensors inside a compile-only session
+(:func:`fastlift.kernels.launch.compile_only`): every launch the fused training step, the fused
+inference lifter and the streaming engine make is compiled for the target by
+:class:`fastlift.kernels.aot.Compiler` instead of being run. Workloads are the benchmark and
+test shapes of the 243-frame model (1,024 channels):
+
+* training forward + backward: 1f model at batch 1024 (the bench recipe) with dropout 0.25 and
+  without dropout, dilated model at batch 64, 1f model in eval mode (frozen BN) at batch 64;
+* inference: ``fuse(model).lift`` of a 1,000-frame sequence and ``forward`` of 2 x 1,500 frames;
+* streaming: one step of every CUDA-graph bucket N = 1, 2, 4, ... 256;
+
+each in fp32 (TF32 off: IEEE), TF32 (torch's default for convolutions), bf16 and fp16.
+``--quick`` compiles one representative per kernel x precision: the most demanding
+specialisation (largest tiles x stages, most prologue/epilogue features) of a smaller workload
+set. Exit status 1 when a specialisation fails to compile or needs more shared memory than the
+target has; 0 (after one line) when this Triton has no NVIDIA back end.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+
+WIDTHS = [3, 3, 3, 3, 3]  # the 243-frame model
+CHANNELS = 1024
+JOINTS = 17
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+KERNELS = ("tconv_fwd", "tconv_dgrad", "tconv_wgrad", "bn_act", "bn_finalize", "stream_layer")
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="kernels_command", metavar="{check}")
+    c = sub.add_parser("check", help="compile every Triton specialisation for a GPU target (no GPU needed)",
+                       description=__doc__.split("\n\n")[0])
+    c.add_argument("--arch", type=int, action="append", metavar="CC",
+                   help="target compute capability, repeatable (80, 86, 89, 90; default 90)")
+    c.add_argument("--quick", action="store_true", help="one representative specialisation per kernel x precision")
+    c.add_argument("--precision", action="append", choices=PRECISIONS,
+                   help="precisions to check, repeatable (default: all of fp32, tf32, bf16, fp16)")
+    c.add_argument("--json", "-o", "--out", dest="json", metavar="PATH", help="write the results as JSON to PATH")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    c.add_argument("--override", action="append", default=[], metavar="KERNEL:KEY=VALUE[,KEY=VALUE]",
+                   help="force launch keywords of one kernel (e.g. tconv_fwd:BLOCK_M=256,num_stages=5), to try "
+                        "a tile configuration")
+    c.add_argument("--kernel", action="append", choices=KERNELS, metavar="NAME",
+                   help=f"only these kernels, repeatable (default all: {', '.join(KERNELS)})")
+    c.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
+                   help="worker processes, each compiling some precisions (default: CPU count, at most 4)")
+    c.add_argument("--verbose", "-v", action="store_true", help="print one line per compiled specialisation")
+
+
+def _parse_overrides(items) -> dict:
+    out: dict = {}
+    for item in items:
+        kernel, sep, kvs = item.partition(":")
+        if not sep or not kernel or not kvs:
+            raise ValueError(f"--override: expected KERNEL:KEY=VALUE[,KEY=VALUE], got {item!r}")
+        for kv in kvs.split(","):
+            k, sep, v = kv.partition("=")
+            if not sep or not k:
+                raise ValueError(f"--override: expected KEY=VALUE in {item!r}, got {kv!r}")
+            try:
+                val = int(v)
+            except ValueError:
+                val = {"True": True, "False": False}.get(v, v)
+            out.setdefault(kernel, {})[k] = val
+    return out
+
+
+# ------------------------------------------------------------------------------------ workloads
+class _Workloads:
+    """The real code paths, driven on CPU tensors (their launches only compile)."""
+
+    def __init__(self):
+        self._models: dict = {}
+
+    def _model(self, one_f: bool, dropout: float):
+        import torch
+
+        import fastlift
+
+        key = (one_f, dropout)
+        if key not in self._models:
+            torch.manual_seed(0)
+            cls = fastlift.TemporalModelOptimized1f if one_f else fastlift.TemporalModel
+            self._models[key] = cls(JOINTS, 2, JOINTS, WIDTHS, channels=CHANNELS, dropout=dropout, impl="triton")
+        return self._models[key]
+
+    def _reference(self):
+        from fastlift import reference
+
+        if "ref" not in self._models:
+            import torch
+
+            torch.manual_seed(0)
+            self._models["ref"] = reference.TemporalModel(JOINTS, 2, JOINTS, WIDTHS, channels=CHANNELS,
+                                                          dropout=0.0).eval()
+        return self._models["ref"]
+
+    def train(self, dtype, one_f: bool, batch: int, frames: int, dropout: float, eval_mode: bool = False):
+        import torch
+
+        m = self._model(one_f, dropout)
+        m.train(not eval_mode)
+        x = torch.randn(batch, frames, JOINTS, 2, requires_grad=True)
+        half = dtype in (torch.bfloat16, torch.float16)
+        with torch.autocast("cpu", dtype=dtype) if half else contextlib.nullcontext():
+            y = m(x)
+        y.float().sum().backward()
+        m.zero_grad(set_to_none=True)
+
+    def infer(self, dtype, batch: int, frames: int, lift: bool):
+        import torch
+
+        import fastlift
+
+        f = fastlift.fuse(self._reference(), dtype=dtype, impl="triton")
+        x = torch.randn(batch, frames, JOINTS, 2)
+        with torch.no_grad():
+            f.lift(x) if lift else f(x)
+
+    def stream(self, dtype, max_streams: int, counts):
+        import torch
+
+        from fastlift.streaming import StreamingLifter
+
+        eng = StreamingLifter(self._reference(), max_streams=max_streams, dtype=dtype, device="cpu",
+                              backend="triton", check_finite=False)
+        for n in counts:
+            slots = [eng.open() for _ in range(n)]
+            eng.push(slots, torch.randn(n, JOINTS, 2))
+            eng.reset()
+
+
+def _scenarios(quick: bool, precisions) -> list:
+    """``(name, precision, callable(workloads, dtype))`` in run order."""
+    buckets = [1 << i for i in range(9)]  # every CUDA-graph bucket of a 256-stream engine
+    full = [
+        ("train1f-b1024-drop", lambda w, dt: w.train(dt, True, 1024, 243, 0.25), True),
+        ("train1f-b64-nodrop", lambda w, dt: w.train(dt, True, 64, 243, 0.0), False),
+        ("train-dilated-b64-drop", lambda w, dt: w.train(dt, False, 64, 273, 0.25), False),
+        ("train1f-eval-b64", lambda w, dt: w.train(dt, True, 64, 243, 0.25, eval_mode=True), False),
+        ("infer-lift-T1000", lambda w, dt: w.infer(dt, 1, 1000, lift=True), True),
+        ("infer-forward-B2-T1500", lambda w, dt: w.infer(dt, 2, 1500, lift=False), False),
+        ("stream-N1..256", lambda w, dt: w.stream(dt, 256, buckets), False),
+        ("stream-N1,256", lambda w, dt: w.stream(dt, 256, [1, 256]), None),  # quick only
+    ]
+    out = []
+    for prec in precisions:
+        for name, fn, in_quick in full:
+            if (quick and in_quick is not False) or (not quick and in_quick is not None):
+                out.append((f"{name}-{prec}", prec, fn))
+    return out
+
+
+@contextlib.contextmanager
+def _precision(prec: str):
+    """Torch settings of one precision label: fp32 = TF32 off (IEEE), tf32 = TF32 on (torch's
+    default for convolutions); bf16/fp16 are the compute dtypes."""
+    import torch
+
+    from fastlift.kernels import _common
+
+    fp32_mode = {"fp32": "ieee", "tf32": "tf32"}.get(prec, "tf32")
+    with _common.fp32_precision(fp32_mode):
+        yield {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[prec]
+
+
+def _worker(archs, quick, precisions, overrides, verbose, kernels):
+    log = (lambda s: print(s, flush=True)) if verbose else None
+    return check(archs, quick, precisions, overrides, log=log, jobs=1, kernels=kernels)
+
+
+def check(archs, quick: bool, precisions=PRECISIONS, overrides=None, log=None, jobs: int = 1, kernels=None) -> dict:
+    """Run the check; returns the report (``specializations`` list + summary). See the module docstring.
+
+    ``jobs > 1`` splits the precisions over that many worker processes (compilation is CPU-bound
+    and single-threaded per specialisation).
+    """
+    import torch
+    import triton
+
+    if jobs > 1 and len(precisions) > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        t_start = time.time()
+        groups = [list(precisions[i::jobs]) for i in range(min(jobs, len(precisions)))]
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(len(groups), mp_context=ctx) as pool:
+            calls = [(archs, quick, g, overrides, log is not None, kernels) for g in groups]
+            parts = list(pool.map(_worker, *zip(*calls)))
+        report = parts[0]
+        for part in parts[1:]:
+            report["specializations"] += part["specializations"]
+            report["scenario_s"].update(part["scenario_s"])
+            for k in ("num_specializations", "num_failed", "num_over_shared"):
+                report[k] += part[k]
+        order = {p: i for i, p in enumerate(precisions)}
+        report["specializations"].sort(key=lambda r: (r["arch"], order.get(r["precision"], 9), r["kernel"]))
+        report["precisions"] = list(precisions)
+        report["jobs"] = len(groups)
+        report["elapsed_s"] = round(time.time() - t_start, 1)
+        return report
+
+    from fastlift.kernels.aot import Compiler
+    from fastlift.kernels.launch import compile_only
+    from fastlift.kernels.target import cuda_target
+
+    overrides = overrides or {}
+    t_start = time.time()
+    work = _Workloads()
+    records: list = []
+    scenario_s: dict = {}
+    for arch in archs:
+        target = cuda_target(arch)
+        scenarios = _scenarios(quick, precisions)
+        select = None
+        if quick:
+            # Pass 1 records every specialisation without compiling; pass 2 compiles the most
+            # demanding one of each kernel x precision.
+            with Compiler(target, overrides, select=set(), kernels=kernels) as probe, compile_only(target, probe):
+                for name, prec, fn in scenarios:
+                    probe.scenario, probe.precision = name, prec
+                    with _precision(prec) as dt:
+                        probe.dtype = str(dt).replace("torch.", "")
+                        fn(work, dt)
+            best: dict = {}
+            for key, rec in probe.records.items():
+                group = (rec["precision"], rec["kernel"])
+                if group not in best or rec["score"] > probe.records[best[group]]["score"]:
+                    best[group] = key
+            select = set(best.values())
+        with Compiler(target, overrides, select=select, log=log, kernels=kernels) as comp, compile_only(target, comp):
+            for name, prec, fn in scenarios:
+                comp.scenario, comp.precision = name, prec
+                t0 = time.time()
+                with _precision(prec) as dt:
+                    comp.dtype = str(dt).replace("torch.", "")
+                    fn(work, dt)
+                scenario_s[f"sm_{arch}/{name}"] = round(time.time() - t0, 1)
+        for rec in comp.records.values():
+            if rec["ok"] is None:
+                continue  # recorded in quick mode but not selected
+            rec.pop("score", None)
+            records.append(rec)
+    failed = [r for r in records if not r["ok"]]
+    over = [r for r in records if r["ok"] and r["over_shared"]]
+    return {
+        "tool": "fastlift kernels check",
+        "quick": quick,
+        "archs": list(archs),
+        "targets": {str(a): cuda_target(a).__dict__ for a in archs},
+        "precisions": list(precisions),
+        "overrides": overrides,
+        "kernels": sorted(kernels) if kernels else "all",
+        "versions": {"triton": triton.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "machine": platform.machine() + " " + (platform.processor() or ""),
+        "jobs": 1,
+        "elapsed_s": round(time.time() - t_start, 1),
+        "scenario_s": scenario_s,
+        "num_specializations": len(records),
+        "num_failed": len(failed),
+        "num_over_shared": len(over),
+        "specializations": records,
+    }
+
+
+def summarize(report: dict) -> list[dict]:
+    """One row per (arch, kernel, precision): counts and worst cases."""
+    rows: dict = {}
+    for r in report["specializations"]:
+        key = (r["arch"], r["kernel"], r["precision"])
+        row = rows.setdefault(key, dict(arch=r["arch"], kernel=r["kernel"], precision=r["precision"], specs=0, ok=0,
+                                        max_shared=0, max_registers=0, max_spill=0, spilling=0, lowering=set(),
+                                        max_programs=0, over_shared=0))
+        row["specs"] += 1
+        programs = 1
+        for g in r["grid"]:
+            programs *= int(g)
+        row["max_programs"] = max(row["max_programs"], programs)
+        if not r["ok"]:
+            continue
+        row["ok"] += 1
+        row["max_shared"] = max(row["max_shared"], r["shared_bytes"])
+        row["max_registers"] = max(row["max_registers"], r["registers"])
+        row["max_spill"] = max(row["max_spill"], r["spill_bytes"])
+        row["spilling"] += r["spill_bytes"] > 0
+        row["over_shared"] += r["over_shared"]
+        row["lowering"].add(r["dot_lowering"])
+    out = []
+    for row in rows.values():
+        row["lowering"] = "/".join(sorted(row["lowering"])) or "-"
+        out.append(row)
+    return sorted(out, key=lambda r: (r["arch"], r["kernel"], PRECISIONS.index(r["precision"])
+                                      if r["precision"] in PRECISIONS else 9))
+
+
+def format_table(report: dict) -> str:
+    head = (f"{'arch':6s} {'kernel':12s} {'prec':5s} {'specs':>5s} {'ok':>4s} {'smem KB':>8s} {'regs':>5s} "
+            f"{'spill B':>8s} {'#spill':>6s} {'dot':>11s} {'programs':>9s}")
+    lines = [head, "-" * len(head)]
+    for r in summarize(report):
+        lines.append(f"sm_{r['arch']:<3d} {r['kernel']:12s} {r['precision']:5s} {r['specs']:5d} {r['ok']:4d} "
+                     f"{r['max_shared'] / 1024:8.1f} {r['max_registers']:5d} {r['max_spill']:8d} {r['spilling']:6d} "
+                     f"{r['lowering']:>11s} {r['max_programs']:9d}")
+    bad = [r for r in report["specializations"] if not r["ok"] or r["over_shared"]]
+    for r in bad:
+        why = r["error"] if not r["ok"] else f"shared memory {r['shared_bytes']} B > {r['shared_limit']} B"
+        lines.append(f"FAILED sm_{r['arch']} {r['kernel']} {r['precision']} {r['constexprs']} {r['options']}: {why}")
+    lines.append(f"{report['num_specializations']} specialisations, {report['num_failed']} failed to compile, "
+                 f"{report['num_over_shared']} over the shared-memory limit ({report['elapsed_s']} s)")
+    return "\n".join(lines)
+
+
+def markdown_summary(reports) -> str:
+    """README table of one or more full reports: per kernel and precision, for each target, the
+    number of specialisations, the largest shared memory, the spills and the dot lowering."""
+    rows: dict = {}
+    for report in reports:
+        for r in summarize(report):
+            rows.setdefault((r["kernel"], r["precision"]), {})[r["arch"]] = r
+    archs = sorted({a for per in rows.values() for a in per})
+    cols = [f"sm_{a}: specs / max smem / spilling (max B) / dot" for a in archs]
+    head = "| kernel | precision | " + " | ".join(cols) + " |"
+    lines = [head, "|---|---|" + "---|" * len(archs)]
+    order = {k: i for i, k in enumerate(KERNELS)}
+    for (kernel, prec), per in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9),
+                                                                    PRECISIONS.index(kv[0][1]))):
+        cells = []
+        for a in archs:
+            r = per.get(a)
+            cells.append("–" if r is None else f"{r['specs']} / {r['max_shared'] / 1024:.0f} KB / "
+                                               f"{r['spilling']} ({r['max_spill']}) / {r['lowering']}")
+        lines.append(f"| {kernel} | {prec} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    if getattr(args, "kernels_command", None) != "check":
+        raise ValueError("kernels: expected a subcommand: check")
+    archs = args.arch or [90]
+    from fastlift.kernels.target import KNOWN_CUDA
+
+    for a in archs:
+        if a not in KNOWN_CUDA:
+            raise ValueError(f"--arch: expected one of {sorted(KNOWN_CUDA)}, got {a}")
+    archs = list(dict.fromkeys(archs))
+    precisions = list(dict.fromkeys(args.precision or PRECISIONS))
+    overrides = _parse_overrides(args.override)
+    if args.json and os.path.exists(args.json) and not args.overwrite:
+        raise ValueError(f"--json: {args.json} exists; pass --overwrite to replace it")
+    for name in overrides:
+        if name not in KERNELS:
+            raise ValueError(f"--override: expected a kernel in {KERNELS}, got {name!r}")
+    from fastlift.kernels import aot
+
+    missing = aot.nvidia_backend_missing()
+    if missing:
+        print(f"fastlift kernels check: skipped: {missing}")
+        return 0
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise ValueError("TRITON_INTERPRET: expected it unset (the check compiles real kernels), got "
+                         f"{os.environ['TRITON_INTERPRET']!r}")
+    log = (lambda s: print(s, flush=True)) if args.verbose else None
+    if args.jobs < 0:
+        raise ValueError(f"--jobs: expected a non-negative integer, got {args.jobs}")
+    jobs = args.jobs or min(len(precisions), os.cpu_count() or 1)
+    report = check(archs, args.quick, precisions, overrides, log=log, jobs=jobs, kernels=args.kernel)
+    print(format_table(report))
+    if args.json:
+        from fastlift._files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=1, default=str) + "\n")
+        print(f"results: {args.json}")
+    return 1 if report["num_failed"] or report["num_over_shared"] else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from fastlift.cli import main
+
+    sys.exit(main(["kernels", *sys.argv[1:]]))

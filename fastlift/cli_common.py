@@ -34,7 +34,7 @@ __all__ = [
     "CliError", "PRECISIONS", "IMPLS", "PRECISION_ALIASES", "normalize_precision", "add_model_argument",
     "add_checkpoint_dir_argument", "add_out_argument", "add_precision_argument", "add_impl_argument",
     "add_device_argument", "add_overwrite_argument", "add_trust_arguments", "check_precision", "check_device",
-    "check_output_file", "check_output_dir", "same_file", "FLAG_HINTS",
+    "check_output_file", "check_output_dir", "same_file", "FLAG_HINTS", "resolve_model_file", "check_impl",
 ]
 
 #: Every precision name the project knows; each command accepts the subset it implements.
@@ -221,6 +221,27 @@ def check_output_dir(path, flag: str, *, inputs: Iterable = ()) -> Path:
     elif not os.access(path, os.W_OK | os.X_OK):
         raise CliError(f"{flag}: folder {str(path)!r} is not writable")
     return path
+
+
+def resolve_model_file(model: Optional[str], checkpoint_dir: Optional[str], flag: str = "--model") -> Optional[Path]:
+    """The checkpoint file named by ``--model`` (inside ``-c/--checkpoint DIR`` when that holds it,
+    else the path as typed); a ``-c`` that names a file while ``--model`` is absent is that file
+    (the old ``export --checkpoint FILE`` spelling). None when neither is given. Raises
+    ``FileNotFoundError`` naming what the user typed."""
+    if not model:
+        if checkpoint_dir and Path(checkpoint_dir).is_file():
+            return Path(checkpoint_dir)
+        if checkpoint_dir and not Path(checkpoint_dir).exists():
+            raise FileNotFoundError(f"-c/--checkpoint: no such folder or file {checkpoint_dir!r}")
+        return None
+    candidates = [Path(checkpoint_dir) / model] if checkpoint_dir and not Path(model).is_absolute() else []
+    candidates.append(Path(model))
+    for c in candidates:
+        if c.is_file():
+            return c
+    looked = " or ".join(repr(str(c)) for c in candidates)
+    raise FileNotFoundError(f"{flag}: no such file {model!r}" + (f" (looked for {looked})" if len(candidates) > 1
+                                                                  or str(candidates[0]) != model else ""))
 
 
 def unknown_argument_hint(extra: Sequence[str]) -> str:

@@ -203,7 +203,8 @@ def run(args) -> int:
     import torch
 
     from fastlift.checkpoint import load_checkpoint, stored_architecture
-    from fastlift.cli_common import check_device, check_impl, check_output_file, check_precision
+    from fastlift.cli_common import (check_device, check_impl, check_output_file, check_precision,
+                                     resolve_model_file)
     from fastlift.data.io import read_keypoints
     from fastlift.lift_input import nest_outputs, output_metadata, read_lift_input
     from fastlift.streaming import StreamingLifter
@@ -237,13 +238,7 @@ def run(args) -> int:
     src = Path(args.input)
     if not src.is_file():
         raise FileNotFoundError(f"--input: no such file: {str(src)!r}")
-    ckpt_file = None
-    if args.model:
-        ckpt_file = Path(args.checkpoint) / args.model if args.checkpoint and not Path(args.model).is_absolute() \
-            else Path(args.model)
-        if not ckpt_file.is_file():
-            raise FileNotFoundError(f"--model: no such file {args.model!r}"
-                                    + (f" (looked for {str(ckpt_file)!r})" if str(ckpt_file) != args.model else ""))
+    ckpt_file = resolve_model_file(args.model, args.checkpoint)
     out_path = check_output_file(args.out if args.out else Path(src.stem + "_stream_3d.npz"), "-o/--out",
                                  inputs=[src, ckpt_file], overwrite=args.overwrite)
     fps = args.fps if args.fps is not None else (50.0 if args.realtime else None)

@@ -252,27 +252,35 @@ def test_cli_errors(tmp_path, capsys):
     save_checkpoint(ck, make_model())
     out = tmp_path / "l.pt2"
     cases = [
-        ([], "--checkpoint: required"),
-        (["--checkpoint", ck, "--random-init"], "either --checkpoint or --random-init"),
-        (["--checkpoint", tmp_path / "nope.bin"], "--checkpoint: no such file"),
-        (["--checkpoint", ck, "-arc", "3,3,3"], "does not match the checkpoint"),
-        (["--checkpoint", ck, "-arc", "3,4"], "only odd filter widths"),
-        (["--checkpoint", ck, "--joints-in", "16"], "--joints-in 16"),
-        (["--checkpoint", ck, "-ch", "0"], "--channels: expected a positive integer"),
-        (["--checkpoint", ck, "--impl", "triton"], "impl: 'triton' packages need a CUDA device"),
-        (["--checkpoint", ck, "--device", "tpu"], "--device: expected cpu or a CUDA device"),
+        ([], "--model: required"),
+        (["--model", ck, "--random-init"], "either --model or --random-init"),
+        (["--model", tmp_path / "nope.bin"], "--model: no such file"),
+        (["-c", tmp_path / "nope.bin"], "-c/--checkpoint: no such folder or file"),
+        (["--model", ck, "-arc", "3,3,3"], "does not match the checkpoint"),
+        (["--model", ck, "-arc", "3,4"], "only odd filter widths"),
+        (["--model", ck, "--joints-in", "16"], "--joints-in 16"),
+        (["--model", ck, "-ch", "0"], "--channels: expected a positive integer"),
+        (["--model", ck, "--impl", "triton"], "impl: 'triton' packages need a CUDA device"),
+        (["--model", ck, "--device", "tpu"], "--device: expected cpu or a CUDA device"),
+        (["--model", ck, "--precision", "int8"], "--precision: expected one of fp32, bf16, fp16, auto, got 'int8'"),
+        (["--model", ck, "--dtype", "tf32"], "--precision: expected one of fp32, bf16, fp16, auto, got 'tf32'"),
     ]
     if not torch.cuda.is_available():
-        cases.append((["--checkpoint", ck, "--device", "cuda"], "sees no CUDA device"))
+        cases.append((["--model", ck, "--device", "cuda"], "sees no CUDA device"))
     for args, msg in cases:
         rc, _, err = run_cli(capsys, "export", "--out", out, *args)
         assert rc == 2 and msg in err, (args, err)
         assert not out.exists()
-    rc, _, err = run_cli(capsys, "export", "--out", tmp_path / "l.zip", "--checkpoint", ck)
+    rc, _, err = run_cli(capsys, "export", "--out", tmp_path / "l.zip", "--model", ck)
     assert rc == 2 and "must end in .pt2" in err
-    with pytest.raises(SystemExit):
-        main(["export", "--out", str(out), "--checkpoint", str(ck), "--dtype", "int8"])
-    assert "invalid choice" in capsys.readouterr().err
+    # the package may not replace its own input, nor an existing file without --overwrite
+    ck2 = tmp_path / "ck.pt2"
+    ck2.write_bytes(ck.read_bytes())
+    rc, _, err = run_cli(capsys, "export", "--out", ck2, "--model", ck2, "--overwrite")
+    assert rc == 2 and "also an input" in err and ck2.read_bytes() == ck.read_bytes()
+    out.write_text("keep")
+    rc, _, err = run_cli(capsys, "export", "--out", out, "-c", tmp_path, "--model", "ck.bin")
+    assert rc == 2 and "already exists; pass --overwrite" in err and out.read_text() == "keep"
 
 
 # ---------------------------------------------------------------------------- compiled package + C++ runner
@@ -343,7 +351,7 @@ def sym_package(tmp_path_factory, runner_build):
     d = tmp_path_factory.mktemp("sym")
     ckpt = train_checkpoint(d / "ckpt", "3,3", CH, causal=False)
     out = d / "lifter.pt2"
-    rc = main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--stream"])
+    rc = main(["export", "-c", str(ckpt), "--out", str(out), "--stream"])  # the old spelling: -c FILE
     assert rc == 0 and out.is_file()
     model, arch = E.load_checkpoint(ckpt)
     assert arch == E.Architecture(J_IN, 2, J_OUT, ARC, CH, False, False)
@@ -463,7 +471,7 @@ def test_fastlift_trained_causal_stream_package(tmp_path, runner, capsys):
     runner's whole-sequence and zero-delay streaming outputs equal Python's."""
     ckpt = train_checkpoint(tmp_path / "ckpt", "3,3,3", 16, causal=True)
     path = tmp_path / "causal.pt2"
-    rc, out, err = run_cli(capsys, "export", "--checkpoint", ckpt, "--out", path, "--causal-stream")
+    rc, out, err = run_cli(capsys, "export", "--model", ckpt, "--out", path, "--causal-stream")
     assert rc == 0, err
     assert "streaming delay 0 frames" in out and "verified against the eager model" in out
     meta = E.read_metadata(path)

@@ -128,7 +128,7 @@ def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="--checkpoint: no such file"):
         E.load_checkpoint(tmp_path / "missing.bin")
     (tmp_path / "text.bin").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="--checkpoint: cannot load"):
+    with pytest.raises(ValueError, match="--checkpoint: .* is damaged or not a checkpoint"):
         E.load_checkpoint(tmp_path / "text.bin")
     torch.save({"model_traj": {}}, tmp_path / "nopos.bin")
     with pytest.raises(ValueError, match="no 'model_pos' entry.*--key"):
@@ -432,6 +432,9 @@ def test_cpp_runner_bad_inputs(runner, sym_package, tmp_path):
     (tmp_path / "text.npy").write_text("this is not an npy file")
     (tmp_path / "trunc.npy").write_bytes(good.read_bytes()[:-8])
     (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04 not a zip")
+    ckpt_file = tmp_path / "epoch_3.bin"  # a training checkpoint (a zip archive, but no package)
+    save_checkpoint(ckpt_file, make_model())
+    (tmp_path / "legacy.bin").write_bytes(b"\x80\x02" + bytes(64))  # legacy torch.save: a bare pickle
     out = tmp_path / "out.npy"
     cases = [
         ((path, "--input", tmp_path / "missing.npy", "--output", out), 1, "--input: no such file"),
@@ -447,6 +450,8 @@ def test_cpp_runner_bad_inputs(runner, sym_package, tmp_path):
         ((path, "--input", tmp_path / "trunc.npy", "--output", out), 1, "data size mismatch"),
         ((tmp_path / "junk.pt2", "--input", good, "--output", out), 1, "cannot load model 'model' from package"),
         ((good, "--input", good, "--output", out), 1, "cannot load model 'model'"),
+        ((ckpt_file, "--input", good, "--output", out), 1, "a training checkpoint is not one"),
+        ((tmp_path / "legacy.bin", "--input", good, "--output", out), 1, "not a .pt2 package"),
         ((path, "--input", good, "--output", tmp_path / "no" / "out.npy"), 1, "--output: folder"),
         ((path, "--input", good, "--output", out, "--device", "tpu"), 1, "--device: expected cpu or cuda"),
         ((path, "--input", good), 2, "--output: required"),
@@ -459,6 +464,7 @@ def test_cpp_runner_bad_inputs(runner, sym_package, tmp_path):
     for args, rc, msg in cases:
         p = _run(runner, *args)
         assert p.returncode == rc and msg in p.stderr and "fastlift_run: error:" in p.stderr, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) <= 2, (args, p.stderr)  # the error (+ a usage hint), no dump
         assert not out.exists(), args
     p = _run(runner, "--help")
     assert p.returncode == 0 and "usage: fastlift_run PACKAGE.pt2" in p.stdout

@@ -85,8 +85,9 @@ def test_untrusted_globals_are_refused_unless_trusted(tmp_path, capsys):
     assert "arbitrary code" not in capsys.readouterr().out
     assert load_checkpoint(path, trust=True)["epoch"] == 1
     (tmp_path / "junk.bin").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot load"):
+    with pytest.raises(ValueError, match="damaged or not a checkpoint") as e:
         load_checkpoint(tmp_path / "junk.bin")
+    assert "--trust-checkpoint" not in str(e.value)  # trusting a damaged file cannot help
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_checkpoint(tmp_path / "missing.bin")
     torch.save([1, 2], tmp_path / "list.bin")
@@ -179,5 +180,5 @@ def test_evaluate_takes_the_architecture_from_a_fastlift_checkpoint(data_dir, tm
                                                                                                       False)
     # Explicit flags that contradict the weights are reported clearly.
     rc = main(["evaluate", "-d", "synthetic", "--data-dir", str(data_dir), "-ste", "S9", "-c", str(ck),
-               "--evaluate", "epoch_1.bin", "-ch", "32"])
+               "--evaluate", "epoch_1.bin", "-ch", "32", "--overwrite"])  # training wrote ck/evaluation.json
     assert rc == 2 and "does not fit the model built from the flags" in capsys.readouterr().err

@@ -127,7 +127,7 @@ def load_training_split(data_dir=None, keypoints: str = "det"):
     ds, kp = data.load("synthetic", keypoints, data_dir=root)
     tr = data.fetch(ds, kp, [s for s in data.H36M_TRAIN_SUBJECTS if s in kp])
     sym = {"kps_left": kp.keypoints_left, "kps_right": kp.keypoints_right,
-           "joints_left": list(ds.skeleton.joints_left), "joints_right": list(ds.skeleton.joints_right)}
+           "joints_left": list(ds.skeleton().joints_left), "joints_right": list(ds.skeleton().joints_right)}
     return tr.poses_2d, tr.poses_3d, sym
 
 

@@ -5,8 +5,10 @@
     fastlift bench --scenario all --budget-s 300  # the GPU run of bench/gpu_check.sh
     fastlift bench --replot bench/results/nvidia-h100-80gb-hbm3.json   # CSV/PNG/table again
 
-Writes ``<out>/<device-slug>.json`` / ``.csv`` / ``.png`` (``-quick`` suffix for ``--quick``) and
-prints a table. Exit status 0, or 3 when any variant disagreed with the reference or failed.
+Writes ``<out>/<device-slug>.json`` / ``.csv`` / ``.png`` (``-quick`` suffix for ``--quick``;
+``--out`` defaults to the current folder) and prints a table. An existing results JSON there is
+updated: the scenarios run replace their earlier results, the others are kept (``--no-merge``
+replaces the file). Exit status 0, or 3 when any variant disagreed with the reference or failed.
 """
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", choices=["tiny", "quick", "full"], default=None,
                    help="sizes: tiny (tests), quick (= --quick), full (default)")
     p.add_argument("--device", default="auto", help="auto (the accelerator if any, else cpu), cpu, cuda, cuda:1 ...")
-    p.add_argument("--dtype", default=None,
-                   help="fastlift precisions, comma-separated: fp32,tf32,fp16,bf16 (default: all on CUDA, fp32 on CPU)")
-    p.add_argument("--out", default=None, help="results folder (default: bench/results of the source tree)")
+    p.add_argument("--precision", "--dtype", dest="dtype", default=None, metavar="LIST",
+                   help="fastlift precisions, comma-separated: fp32,tf32,fp16,bf16 (default: all on CUDA, fp32 on CPU; "
+                        "--dtype is the old name)")
+    p.add_argument("-o", "--out", default=None, metavar="DIR",
+                   help="results folder (default: the current folder; never the installed package)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--no-compile", dest="compile", action="store_false", default=None,
                    help="skip the torch.compile(reference) baselines")
@@ -107,8 +111,11 @@ def run(args) -> int:
     if args.quick and args.plan and args.plan != "quick":
         raise ValueError(f"--quick conflicts with --plan {args.plan}")
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    from fastlift.cli_common import check_output_dir
+
+    out_dir = check_output_dir(args.out if args.out is not None else Path.cwd(), "-o/--out")
     report = run_suite(scenarios=_scenarios(args.scenario), plan=plan, device=args.device, precisions=args.dtype,
-                       compile=args.compile, out_dir=args.out, budget_s=args.budget_s, seed=args.seed,
+                       compile=args.compile, out_dir=out_dir, budget_s=args.budget_s, seed=args.seed,
                        merge=not args.no_merge, write_png=not args.no_png, log=log, argv=sys.argv[1:],
                        compile_mode=args.compile_mode, compile_dynamic=not args.compile_static, threads=threads,
                        export=args.export)

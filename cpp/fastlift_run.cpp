@@ -139,14 +139,30 @@ struct Meta {
   }
 };
 
+// libtorch's loader errors span many lines (C++ frames, archive listings): keep the first line.
+std::string first_line(const std::string& text) {
+  const auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end) + " ...";
+}
+
 std::unique_ptr<torch::inductor::AOTIModelPackageLoader> load_model(const std::string& path, const std::string& name,
                                                                     c10::DeviceIndex device_index) {
+  const std::string hint = " (is it a package written by `fastlift export`? a training checkpoint is not one)";
+  {
+    std::ifstream f(path, std::ios::binary);
+    char magic[2] = {0, 0};
+    f.read(magic, 2);
+    if (!f || magic[0] != 'P' || magic[1] != 'K')  // .pt2 packages are zip archives
+      throw RunError("cannot load model '" + name + "' from package '" + path + "': not a .pt2 package (not a zip "
+                     "archive)" + hint);
+  }
   try {
     return std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, name, false, 1, device_index);
   } catch (const c10::Error& e) {
-    throw RunError("cannot load model '" + name + "' from package '" + path + "': " + e.what_without_backtrace());
+    throw RunError("cannot load model '" + name + "' from package '" + path + "': " +
+                   first_line(e.what_without_backtrace()) + hint);
   } catch (const std::exception& e) {
-    throw RunError("cannot load model '" + name + "' from package '" + path + "': " + e.what());
+    throw RunError("cannot load model '" + name + "' from package '" + path + "': " + first_line(e.what()) + hint);
   }
 }
 
@@ -388,7 +404,7 @@ int main(int argc, char** argv) {
   } catch (const RunError& e) {
     std::cerr << "fastlift_run: error: " << e.what() << "\n";
   } catch (const c10::Error& e) {
-    std::cerr << "fastlift_run: error: " << e.what_without_backtrace() << "\n";
+    std::cerr << "fastlift_run: error: " << first_line(e.what_without_backtrace()) << "\n";
   } catch (const std::exception& e) {
     std::cerr << "fastlift_run: error: " << e.what() << "\n";
   }

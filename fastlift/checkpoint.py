@@ -30,6 +30,7 @@ Error messages start with ``what`` — the flag or name the user knows the file 
 from __future__ import annotations
 
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -103,23 +104,89 @@ def load_checkpoint(path, map_location="cpu", trust: bool = False, *, what: str 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such file: {str(path)!r}")
+    damage = damaged_reason(path)
+    if damage is not None:
+        raise ValueError(f"{what}: {str(path)!r} is damaged or not a checkpoint: {damage}")
     try:
         with torch.serialization.safe_globals(safe_globals_for_reference()):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError, ValueError, KeyError,
+            IndexError, OverflowError, MemoryError, zipfile.BadZipFile) as exc:
+        refused = _refused_global(exc)
+        if refused is None:  # the file itself is broken: trusting it cannot help
+            raise ValueError(f"{what}: {str(path)!r} is damaged or not a checkpoint ({type(exc).__name__}: "
+                             f"{_clip(_first_line(exc))})") from None
         if not trust:
-            msg = str(exc).strip().splitlines()
-            detail = next((m.strip() for m in msg if "Unsupported" in m or "GLOBAL" in m), msg[-1] if msg else "")
-            raise ValueError(f"{what}: cannot load {str(path)!r} safely ({type(exc).__name__}: {detail[:300]}); if "
-                             f"the file holds other Python objects and you trust it, pass --trust-checkpoint") from None
+            raise ValueError(f"{what}: cannot load {str(path)!r} safely: it needs the Python object {refused}, which "
+                             f"is outside the allow-list; if you trust the file, pass --trust-checkpoint") from None
         try:
             ckpt = torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc2:
-            raise ValueError(f"{what}: cannot load {str(path)!r} ({type(exc2).__name__}: {exc2})") from None
+            raise ValueError(f"{what}: {str(path)!r} is damaged or not a checkpoint ({type(exc2).__name__}: "
+                             f"{_clip(_first_line(exc2))})") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{what}: {str(path)!r} holds a {type(ckpt).__name__}, expected a dict (a checkpoint with "
                          f"'model_pos', or a bare state_dict)")
     return ckpt
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary (never mid-word)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + " ..."
+
+
+def _refused_global(exc: BaseException) -> Optional[str]:
+    """The global that ``weights_only`` loading refused (e.g. ``pathlib.PosixPath``), or None when
+    the error is something else (a damaged file)."""
+    import re
+
+    text = str(exc)
+    if "Weights only load failed" not in text and "Unsupported global" not in text:
+        return None
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"GLOBAL ([\w.]+)", text)
+    if m:
+        return m.group(1)
+    m = re.search(r"Unsupported operand \d+|Unsupported class ([\w.]+)", text)
+    return (m.group(1) or m.group(0)) if m else "an object outside the allow-list"
+
+
+def damaged_reason(path) -> Optional[str]:
+    """Why ``path`` cannot be a ``torch.save`` file, judged from its bytes without unpickling, or
+    None when it looks like one: empty, truncated zip archive, damaged member, or neither a zip
+    archive (torch >= 1.6) nor a legacy pickle stream (older torch, e.g. the published VideoPose3D
+    checkpoints)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+                if not any(n.endswith("data.pkl") for n in names):
+                    return f"a zip archive without torch's data.pkl (entries: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            return f"the zip archive is damaged ({_clip(_first_line(exc), 80)})"
+        if bad is not None:
+            return f"the zip member {bad!r} is damaged (CRC mismatch)"
+        return None
+    if head[:2] == b"PK":
+        return f"a zip archive cut short ({size} bytes; its directory at the end is missing): the file is truncated"
+    if head[:1] != b"\x80":  # every pickle protocol >= 2 stream starts with PROTO
+        return f"neither a zip archive nor a pickle stream (starts with {head!r})"
+    return None
 
 
 def lifter_state_dict(ckpt: dict, key: str = "model_pos", *, what: str = "checkpoint", path=None,

@@ -78,7 +78,9 @@ __all__ = [
 ]
 
 FORMAT = "fastlift-lifter/1"
-#: Accepted ``--dtype`` spellings.
+#: ``fastlift export --precision`` values (``--dtype`` is the old name; auto: bf16 on CUDA, fp32 on CPU).
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+#: Accepted dtype spellings.
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -497,8 +499,14 @@ for other checkpoints give --causal / --dense."""
 def add_arguments(p) -> None:
     p.epilog = EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--checkpoint", help="checkpoint (torch.save'd dict with 'model_pos', or a bare lifter state_dict)")
-    p.add_argument("--out", required=True, help="package to write (a .pt2 file)")
+    from fastlift.cli_common import (add_checkpoint_dir_argument, add_model_argument, add_out_argument,
+                                     add_overwrite_argument, add_precision_argument)
+
+    add_model_argument(p, help_extra=" (torch.save'd dict with 'model_pos', or a bare lifter state_dict)")
+    add_checkpoint_dir_argument(p, default=None, help_text="checkpoint folder where --model names are looked up "
+                                                           "(a checkpoint file here is taken as --model)")
+    add_out_argument(p, required=True, help_text="package to write (a .pt2 file)")
+    add_overwrite_argument(p)
     p.add_argument("--key", default="model_pos", help="checkpoint entry holding the lifter (default model_pos; "
                                                        "model_traj for the trajectory model)")
     p.add_argument("-arc", "--architecture", help="filter widths, e.g. 3,3,3,3,3 (default: from the checkpoint)")
@@ -513,7 +521,8 @@ def add_arguments(p) -> None:
     p.add_argument("--causal-stream", action="store_true",
                    help="the model is causal and the package includes the streaming step (= --causal --stream): "
                         "zero-delay frame-by-frame inference")
-    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="weights/compute dtype (default fp32)")
+    add_precision_argument(p, PRECISIONS, "fp32", dtype_alias=True,
+                           help_text="weights/compute precision: fp32, bf16, fp16, or auto (bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--device", default="cpu", help="device the package runs on: cpu (default) or a CUDA device")
     p.add_argument("--impl", default="auto", choices=["auto", "reference", "triton"],
                    help="auto (default): fused Triton kernels on CUDA, pure torch ops on CPU")
@@ -522,7 +531,7 @@ def add_arguments(p) -> None:
                         "a checkpoint; -arc/-ch/--joints-in/--joints-out default to 3,3,3,3,3/1024/17/17")
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init (default 0)")
     p.add_argument("--trust-checkpoint", action="store_true",
-                   help="unpickle arbitrary objects in --checkpoint (only for files you trust)")
+                   help="unpickle arbitrary objects in --model (only for files you trust)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip loading the package back and comparing it with the eager model")
     p.add_argument("--json", action="store_true", help="also print the metadata as JSON")
@@ -581,7 +590,19 @@ def run(args) -> int:
         raise ValueError(f"--device: expected cpu or a CUDA device, got {args.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device: {args.device!r} requested but this torch sees no CUDA device")
-    dtype = DTYPES[args.dtype]
+    from fastlift.cli_common import check_output_file, check_precision, resolve_model_file
+
+    precision = check_precision(args.precision, PRECISIONS)
+    dtype = DTYPES[precision if precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")]
+    model_file = resolve_model_file(args.model, args.checkpoint)
+    if model_file is not None and args.random_init:
+        raise ValueError("--random-init: give either --model or --random-init, not both")
+    if model_file is None and not args.random_init:
+        raise ValueError("--model: required (the checkpoint file of a trained lifter); for smoke tests only, "
+                         "--random-init exports a random model")
+    if not str(args.out).endswith(".pt2"):
+        raise ValueError(f"-o/--out: the package name must end in .pt2, got {str(args.out)!r}")
+    check_output_file(args.out, "-o/--out", inputs=[model_file], overwrite=args.overwrite)
     causal = bool(args.causal or args.causal_stream)
     stream = bool(args.stream or args.causal_stream)
     widths = _parse_widths(args.architecture)
@@ -589,15 +610,13 @@ def run(args) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {v}")
-    if args.checkpoint and args.random_init:
-        raise ValueError("--random-init: give either --checkpoint or --random-init, not both")
-    if args.checkpoint:
-        model, arch = load_checkpoint(args.checkpoint, key=args.key, trust=args.trust_checkpoint,
-                                      filter_widths=widths, channels=args.channels, joints_in=args.joints_in,
-                                      in_features=args.in_features, joints_out=args.joints_out,
-                                      causal=True if causal else None, dense=True if args.dense else None)
+    if model_file is not None:
+        model, arch = load_lifter(model_file, key=args.key, trust=args.trust_checkpoint, what="--model",
+                                  key_flag="--key", filter_widths=widths, channels=args.channels,
+                                  joints_in=args.joints_in, in_features=args.in_features, joints_out=args.joints_out,
+                                  causal=True if causal else None, dense=True if args.dense else None)
         causal = arch.causal
-        source = Path(args.checkpoint).name
+        source = model_file.name
     elif args.random_init:
         arch = Architecture(args.joints_in or 17, args.in_features or 2, args.joints_out or args.joints_in or 17,
                             widths or [3, 3, 3, 3, 3], args.channels or 1024, causal, bool(args.dense))
@@ -605,12 +624,9 @@ def run(args) -> int:
         source = f"random-init(seed={args.seed})"
         print("fastlift export: warning: --random-init exports a RANDOMLY INITIALISED model; its poses are "
               "meaningless (smoke tests and timing only)", file=sys.stderr)
-    else:
-        raise ValueError("--checkpoint: required (a trained lifter to export); for smoke tests only, "
-                         "--random-init exports a random model")
     t0 = time.perf_counter()
     meta = export_package(model, args.out, dtype=dtype, device=device, impl=args.impl, stream=stream, source=source,
-                          random_init=not args.checkpoint)
+                          random_init=model_file is None)
     t_export = time.perf_counter() - t0
     kinds = "model + streaming step" if stream else "model"
     print(f"fastlift export: wrote {args.out} ({kinds}; {meta['fastlift.device']} {meta['fastlift.dtype']}, "

@@ -7,9 +7,10 @@ through the file's sequences), optionally paced at the data's frame rate. Prints
 latency percentiles and throughput and writes the 3D poses as ``positions_3d``: subject ->
 action -> list per camera of ``(T, J_out, 3)`` float32 arrays (the input's nesting).
 
-The file is read with :func:`fastlift.data.io.read_keypoints` (``positions_2d`` and
-``metadata``, checked); ``metadata['video_metadata']`` (per-video ``w``/``h``), when present,
-normalises the coordinates.
+The file is read by :func:`fastlift.lift_input.read_lift_input`, the reader ``fastlift infer``
+uses (checks, resolution from ``--resolution`` or ``metadata['video_metadata']``, COCO ->
+Human3.6M conversion for models trained on Human3.6M keypoints), so both commands lift the same
+keypoints.
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ import numpy as np
 
 from fastlift._files import atomic_savez, object_entry
 
-EPILOG = """coordinates: keypoints are normalised to [-1, 1] screen coordinates (x / w * 2 - 1,
-y / w * 2 - h / w, as in VideoPose3D) when the file has metadata['video_metadata'][video]
-= {'w': .., 'h': ..} (the custom-video layout) or when --resolution W H is given; otherwise they
-are assumed to be normalised already and are used as stored.
+EPILOG = """input: read exactly as `fastlift infer` reads it (fastlift.lift_input): keypoints are
+normalised to [-1, 1] screen coordinates (x / w * 2 - 1, y / w * 2 - h / w, as in VideoPose3D)
+with --resolution W H, else the file's metadata['video_metadata'][video] = {'w': .., 'h': ..};
+a video with neither is an error. COCO keypoints are converted to the Human3.6M layout when the
+checkpoint was trained on Human3.6M keypoints (--convert auto).
 
 model: --model loads a checkpoint whose 'model_pos' entry (or the file itself) is a state_dict
 of a dilated/dense or single-frame lifter (published VideoPose3D checkpoints load as they are);
@@ -34,20 +36,34 @@ causal ones: neither is visible in the weights; fastlift's own checkpoints recor
 Without --model a randomly initialised model is used and the 3D output is meaningless (useful
 for measuring latency and throughput only).
 
-output: an npz with 'positions_3d' = subject -> action -> list per camera of (T, J_out, 3) float32
-poses (None where the input camera is None), the input's nesting, plus 'metadata'. Each step
-pushes one frame to every active stream; latency is the wall time of that push (synchronised on
-CUDA), throughput is frames / summed push time."""
+output: an npz with 'positions_3d' = video -> action -> list per camera of (T, J_out, 3) float32
+poses (None where the input camera is None), the input's nesting, plus 'metadata' (the same keys
+as infer's). Each step pushes one frame to every active stream; latency is the wall time of that
+push (synchronised on CUDA), throughput is frames / summed push time."""
+
+#: --precision values of fastlift stream -> torch dtype names (auto: bf16 on CUDA, fp32 elsewhere).
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_BACKENDS = {"auto": "auto", "reference": "torch", "triton": "triton"}
 
 
 def add_arguments(p) -> None:
     p.epilog = EPILOG
     import argparse
 
+    from fastlift.cli_common import (add_checkpoint_dir_argument, add_device_argument, add_impl_argument,
+                                     add_model_argument, add_out_argument, add_overwrite_argument,
+                                     add_precision_argument, add_trust_arguments)
+    from fastlift.lift_input import add_input_arguments
+
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--input", required=True, help="2D keypoints npz (VideoPose3D layout, e.g. data_2d_custom_*.npz)")
-    p.add_argument("--output", help="3D output npz (default: <input stem>_stream_3d.npz in the current directory)")
-    p.add_argument("--model", help="checkpoint with 'model_pos' (a lifter state_dict); default: random model")
+    add_input_arguments(p)
+    add_out_argument(p, output_alias=True,
+                     help_text="3D output npz (default: <input stem>_stream_3d.npz in the current folder)")
+    add_overwrite_argument(p)
+    add_model_argument(p, help_extra="; default: a random model (latency/throughput only)")
+    add_checkpoint_dir_argument(p, default=None, help_text="checkpoint folder where --model names are looked up "
+                                                           "(default: --model is a path)")
     p.add_argument("-arc", "--architecture", help="filter widths, e.g. 3,3,3,3,3 (default: inferred from --model, "
                                                   "else 3,3,3,3,3)")
     p.add_argument("-ch", "--channels", type=int, help="hidden channels of the random model (default 1024)")
@@ -57,70 +73,26 @@ def add_arguments(p) -> None:
     p.add_argument("--streams", type=int, default=1, help="concurrent streams (default 1)")
     p.add_argument("--realtime", action="store_true", help="pace steps at --fps (default 50 frames/s)")
     p.add_argument("--fps", type=float, help="frame rate for pacing (implies --realtime)")
-    p.add_argument("--resolution", type=int, nargs=2, metavar=("W", "H"),
-                   help="normalise pixel coordinates with this video resolution")
     p.add_argument("--limit-frames", type=int, help="replay at most this many frames of each sequence")
-    p.add_argument("--device", help="torch device (default: the available accelerator, else cpu)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"])
+    add_device_argument(p)
+    add_precision_argument(p, PRECISIONS, "fp32", dtype_alias=True,
+                           help_text="weights/activations: fp32, bf16, fp16, or auto (bf16 on CUDA, fp32 elsewhere)")
+    add_impl_argument(p, backend_alias=True,
+                      help_text="streaming implementation: auto (Triton kernel on CUDA, torch elsewhere), triton, "
+                                "reference (torch ops); --backend is the old name (torch = reference)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (torch.set_num_threads); on a shared, busy CPU "
                                                "1 avoids OpenMP stalls that cost every layer a scheduler slice")
     p.add_argument("--seed", type=int, default=0, help="seed of the random model (default 0)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="unpickle arbitrary objects in --model (only for checkpoints you trust)")
+    add_trust_arguments(p)
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
 
 
-# ---------------------------------------------------------------------- input
-def normalize_screen(x: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Pixels -> VideoPose3D screen coordinates (``[0, w] -> [-1, 1]``, aspect kept), float32."""
-    from fastlift.camera import normalize_screen_coordinates
-
-    return np.asarray(normalize_screen_coordinates(np.asarray(x, dtype=np.float32), w=w, h=h), dtype=np.float32)
-
-
-def read_sequences(path, resolution=None) -> tuple[list[tuple[str, str, int, np.ndarray | None]], str]:
-    """Read a 2D file as a flat list of ``(subject, action, camera, (T, J, 2) float32 array or None)``.
-
-    The file is read and checked (layout, shapes, NaN/inf) by :func:`fastlift.data.io.read_keypoints`;
-    coordinates are then normalised with ``resolution`` (W, H) if given, else with the file's
-    ``video_metadata`` entry for the subject if it has one, else used as stored. Returns the
-    list and a note saying which.
-    """
-    from fastlift.data.io import read_keypoints
-
-    kp = read_keypoints(path)
-    video_meta = kp.metadata.get("video_metadata") or {}
-    seqs, normalised = [], set()
-    for subject, actions in kp.positions.items():
-        for action, cams in actions.items():
-            for i, arr in enumerate(cams):
-                if arr is None:
-                    seqs.append((subject, action, i, None))
-                    continue
-                if resolution is not None:
-                    arr = normalize_screen(arr, *resolution)
-                    normalised.add("--resolution")
-                elif isinstance(video_meta.get(subject), dict) and "w" in video_meta[subject]:
-                    arr = normalize_screen(arr, int(video_meta[subject]["w"]), int(video_meta[subject]["h"]))
-                    normalised.add("video_metadata")
-                seqs.append((subject, action, i, np.ascontiguousarray(arr, dtype=np.float32)))
-    if all(x is None for *_, x in seqs):
-        raise ValueError(f"--input: {str(path)!r} holds no keypoint arrays (every camera is None)")
-    if not normalised:
-        note = "coordinates used as stored (assumed already normalised to [-1, 1])"
-    else:
-        note = "coordinates normalised by " + " and ".join(sorted(normalised))
-    return seqs, note
-
-
 # ---------------------------------------------------------------------- model
-def build_model(args, joints_in: int, in_features: int):
-    """The reference lifter described by ``args`` (``--model`` checkpoint or a random model), in eval mode.
+def build_model(args, ckpt=None, ckpt_file=None, joints_in: int = 17, in_features: int = 2):
+    """The reference lifter described by ``args`` (``--model`` checkpoint, already loaded as
+    ``ckpt``, or a random model), in eval mode; returns ``(model, random)``.
 
-    A checkpoint is read by :func:`fastlift.checkpoint.load_lifter` (safe loading that accepts the
-    published VideoPose3D files, architecture from the weights and the checkpoint's record);
-    its input must match the data's ``joints_in`` x ``in_features`` values per frame.
+    The checkpoint's input must match the data's ``joints_in`` x ``in_features`` values per frame.
     """
     import torch
 
@@ -128,22 +100,20 @@ def build_model(args, joints_in: int, in_features: int):
     from fastlift.reference import TemporalModel
 
     widths = parse_widths(args.architecture) if args.architecture else None
-    if args.model:
-        from fastlift.checkpoint import load_lifter
+    if ckpt is not None:
+        from fastlift.checkpoint import lifter_from_checkpoint
 
-        model, arch = load_lifter(args.model, trust=args.trust_checkpoint, what="--model", filter_widths=widths,
-                                  causal=True if args.causal else None, dense=True if args.dense else None)
+        model, arch = lifter_from_checkpoint(ckpt, path=ckpt_file, what="--model", filter_widths=widths,
+                                             causal=True if args.causal else None, dense=True if args.dense else None)
         k0 = arch.joints_in * arch.in_features
         if k0 != joints_in * in_features:
             raise ValueError(f"--model: the checkpoint expects {k0} input values per frame, the data has "
                              f"{joints_in} joints x {in_features} = {joints_in * in_features}")
-        random = False
-    else:
-        torch.manual_seed(args.seed)
-        model = TemporalModel(joints_in, in_features, args.joints_out or joints_in, widths or [3, 3, 3, 3, 3],
-                              causal=args.causal, channels=args.channels or 1024, dense=args.dense)
-        random = True
-    return model.eval(), random
+        return model.eval(), False
+    torch.manual_seed(args.seed)
+    model = TemporalModel(joints_in, in_features, args.joints_out or joints_in, widths or [3, 3, 3, 3, 3],
+                          causal=args.causal, channels=args.channels or 1024, dense=args.dense)
+    return model.eval(), True
 
 
 # ---------------------------------------------------------------------- replay
@@ -232,6 +202,11 @@ def replay(engine, sequences: list[np.ndarray], streams: int, fps: float | None 
 def run(args) -> int:
     import torch
 
+    from fastlift.checkpoint import load_checkpoint, stored_architecture
+    from fastlift.cli_common import (check_device, check_impl, check_output_file, check_precision,
+                                     resolve_model_file)
+    from fastlift.data.io import read_keypoints
+    from fastlift.lift_input import nest_outputs, output_metadata, read_lift_input
     from fastlift.streaming import StreamingLifter
 
     if args.streams < 1:
@@ -244,47 +219,62 @@ def run(args) -> int:
         raise ValueError(f"--resolution: expected positive W H, got {args.resolution}")
     if args.channels is not None and args.channels < 1:
         raise ValueError(f"-ch/--channels: expected a positive integer, got {args.channels}")
+    if args.joints_out is not None and args.joints_out < 1:
+        raise ValueError(f"--joints-out: expected a positive integer, got {args.joints_out}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads: expected a positive integer, got {args.threads}")
-    fps = args.fps if args.fps is not None else (50.0 if args.realtime else None)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    if args.architecture:
+        from fastlift.info import parse_widths
+        from fastlift.reference import validate_filter_widths
 
-    entries, note = read_sequences(args.input, args.resolution)
-    present = [(s, a, c, x) for s, a, c, x in entries if x is not None]
+        try:
+            validate_filter_widths(parse_widths(args.architecture))
+        except ValueError as exc:
+            raise ValueError(f"-arc/--architecture: {exc}") from None
+    check_precision(args.precision, PRECISIONS)
+    check_impl(args.impl)
+    device = check_device(args.device)
+    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    src = Path(args.input)
+    if not src.is_file():
+        raise FileNotFoundError(f"--input: no such file: {str(src)!r}")
+    ckpt_file = resolve_model_file(args.model, args.checkpoint)
+    out_path = check_output_file(args.out if args.out else Path(src.stem + "_stream_3d.npz"), "-o/--out",
+                                 inputs=[src, ckpt_file], overwrite=args.overwrite)
+    fps = args.fps if args.fps is not None else (50.0 if args.realtime else None)
+
+    kp = read_keypoints(src)
+    ckpt = load_checkpoint(ckpt_file, trust=args.trust_checkpoint, what="--model") if ckpt_file else None
+    prepared = read_lift_input(kp, model_layout=stored_architecture(ckpt).get("keypoints_layout"),
+                               convert=args.convert, resolution=args.resolution)
+    present = [(s, a, c, x) for s, a, c, x in prepared.entries if x is not None]
     joints_in, in_features = present[0][3].shape[1], present[0][3].shape[2]
-    model, random = build_model(args, joints_in, in_features)
+    model, random = build_model(args, ckpt, ckpt_file, joints_in, in_features)
     if random:
         print("fastlift stream: warning: no --model given; using a randomly initialised model, the 3D output is "
               "meaningless (latency/throughput only)", file=sys.stderr)
-    if args.device:
-        device = torch.device(args.device)
-    else:
-        acc = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
-        device = acc if acc is not None else torch.device("cpu")
-    dtype = getattr(torch, args.dtype)
-    engine = StreamingLifter(model, args.streams, dtype=dtype, device=device, backend=args.backend)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, _DTYPES[precision])
+    engine = StreamingLifter(model, args.streams, dtype=dtype, device=device, backend=_BACKENDS[args.impl])
 
     outputs, stats = replay(engine, [x for _, _, _, x in present], args.streams, fps, args.limit_frames)
 
     # The first replay of each sequence is the output; later replays (streams > sequences) must agree.
-    positions_3d: dict = {}
     consistency = 0.0
-    for j, (subject, action, cam, _) in enumerate(present):
-        positions_3d.setdefault(subject, {}).setdefault(action, {})[cam] = outputs[j]
     for j in range(len(present), stats["jobs"]):
         consistency = max(consistency, float(np.abs(outputs[j] - outputs[j % len(present)]).max()))
-    nested = {}
-    for subject, action, cam, x in entries:
-        cams = nested.setdefault(subject, {}).setdefault(action, [])
-        cams.append(None if x is None else positions_3d[subject][action][cam])
-    out_path = Path(args.output) if args.output else Path(Path(args.input).stem + "_stream_3d.npz")
-    atomic_savez(out_path, positions_3d=object_entry(nested),
-                 metadata=object_entry({"num_joints": engine.num_joints_out,
-                              "layout_name": "h36m" if engine.num_joints_out == 17 else f"{engine.num_joints_out}-joint",
-                              "source": str(args.input), "note": note, "test_time_augmentation": False,
-                              "random_model": random, "receptive_field": engine.receptive_field,
-                              "causal": engine.causal}))
+    it = iter(range(len(present)))
+    per_entry = [None if x is None else outputs[next(it)] for *_, x in prepared.entries]
+    note = (f"coordinates normalised by {prepared.resolution}"
+            + ("; COCO keypoints converted to the Human3.6M layout" if prepared.convert == "coco-to-h36m" else ""))
+    metadata = output_metadata(prepared, joints_out=engine.num_joints_out, checkpoint=str(ckpt_file) if ckpt_file
+                               else None, trajectory=False, test_time_augmentation=False, command="stream",
+                               random_model=random, receptive_field=engine.receptive_field, causal=engine.causal,
+                               note=note)
+    atomic_savez(out_path, positions_3d=object_entry(nest_outputs(prepared.entries, per_entry)),
+                 metadata=object_entry(metadata))
+    args.dtype = _DTYPES[precision]  # the summary's name for it
 
     summary = {
         "device": str(device), "dtype": args.dtype, "backend": engine.backend, "streams": args.streams,

@@ -157,7 +157,7 @@ def test_not_an_npz(tmp_path):
 def test_camera_space_is_root_relative_with_trajectory(tmp_path):
     f3, _, p3d, _ = _write_h36m(tmp_path)
     ds = data.Human36mDataset(f3)
-    assert ds.skeleton.num_joints == 17 and ds.fps == 50
+    assert ds.skeleton().num_joints == 17 and ds.fps == 50
     world = p3d["S9"]["Walking 1"][:, list(H36M_KEPT_JOINTS)].astype(np.float64)
     np.testing.assert_array_equal(ds.positions("S9", "Walking 1"), world.astype(np.float32))
     for i, cam in enumerate(h36m_cameras("S9")):
@@ -399,7 +399,7 @@ def test_humaneva(tmp_path):
     data.save_positions_3d(tmp_path / "data_3d_humaneva15.npz", p3d)
     data.save_positions_2d(tmp_path / "data_2d_humaneva15_gt.npz", p2d, data.HUMANEVA15_METADATA)
     ds, kp = data.load("humaneva15", "gt", data_dir=tmp_path)
-    assert isinstance(ds, data.HumanEvaDataset) and ds.fps == 60 and ds.skeleton.num_joints == 15
+    assert isinstance(ds, data.HumanEvaDataset) and ds.fps == 60 and ds.skeleton().num_joints == 15
     train = data.fetch(ds, kp, data.HUMANEVA_TRAIN_SUBJECTS[:1])
     assert train.cameras is None          # no HumanEva intrinsics are published
     assert len(train.poses_3d) == 6 and train.poses_3d[0].shape == (20, 15, 3)

@@ -128,7 +128,7 @@ def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="--checkpoint: no such file"):
         E.load_checkpoint(tmp_path / "missing.bin")
     (tmp_path / "text.bin").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="--checkpoint: cannot load"):
+    with pytest.raises(ValueError, match="--checkpoint: .* is damaged or not a checkpoint"):
         E.load_checkpoint(tmp_path / "text.bin")
     torch.save({"model_traj": {}}, tmp_path / "nopos.bin")
     with pytest.raises(ValueError, match="no 'model_pos' entry.*--key"):
@@ -252,27 +252,35 @@ def test_cli_errors(tmp_path, capsys):
     save_checkpoint(ck, make_model())
     out = tmp_path / "l.pt2"
     cases = [
-        ([], "--checkpoint: required"),
-        (["--checkpoint", ck, "--random-init"], "either --checkpoint or --random-init"),
-        (["--checkpoint", tmp_path / "nope.bin"], "--checkpoint: no such file"),
-        (["--checkpoint", ck, "-arc", "3,3,3"], "does not match the checkpoint"),
-        (["--checkpoint", ck, "-arc", "3,4"], "only odd filter widths"),
-        (["--checkpoint", ck, "--joints-in", "16"], "--joints-in 16"),
-        (["--checkpoint", ck, "-ch", "0"], "--channels: expected a positive integer"),
-        (["--checkpoint", ck, "--impl", "triton"], "impl: 'triton' packages need a CUDA device"),
-        (["--checkpoint", ck, "--device", "tpu"], "--device: expected cpu or a CUDA device"),
+        ([], "--model: required"),
+        (["--model", ck, "--random-init"], "either --model or --random-init"),
+        (["--model", tmp_path / "nope.bin"], "--model: no such file"),
+        (["-c", tmp_path / "nope.bin"], "-c/--checkpoint: no such folder or file"),
+        (["--model", ck, "-arc", "3,3,3"], "does not match the checkpoint"),
+        (["--model", ck, "-arc", "3,4"], "only odd filter widths"),
+        (["--model", ck, "--joints-in", "16"], "--joints-in 16"),
+        (["--model", ck, "-ch", "0"], "--channels: expected a positive integer"),
+        (["--model", ck, "--impl", "triton"], "impl: 'triton' packages need a CUDA device"),
+        (["--model", ck, "--device", "tpu"], "--device: expected cpu or a CUDA device"),
+        (["--model", ck, "--precision", "int8"], "--precision: expected one of fp32, bf16, fp16, auto, got 'int8'"),
+        (["--model", ck, "--dtype", "tf32"], "--precision: expected one of fp32, bf16, fp16, auto, got 'tf32'"),
     ]
     if not torch.cuda.is_available():
-        cases.append((["--checkpoint", ck, "--device", "cuda"], "sees no CUDA device"))
+        cases.append((["--model", ck, "--device", "cuda"], "sees no CUDA device"))
     for args, msg in cases:
         rc, _, err = run_cli(capsys, "export", "--out", out, *args)
         assert rc == 2 and msg in err, (args, err)
         assert not out.exists()
-    rc, _, err = run_cli(capsys, "export", "--out", tmp_path / "l.zip", "--checkpoint", ck)
+    rc, _, err = run_cli(capsys, "export", "--out", tmp_path / "l.zip", "--model", ck)
     assert rc == 2 and "must end in .pt2" in err
-    with pytest.raises(SystemExit):
-        main(["export", "--out", str(out), "--checkpoint", str(ck), "--dtype", "int8"])
-    assert "invalid choice" in capsys.readouterr().err
+    # the package may not replace its own input, nor an existing file without --overwrite
+    ck2 = tmp_path / "ck.pt2"
+    ck2.write_bytes(ck.read_bytes())
+    rc, _, err = run_cli(capsys, "export", "--out", ck2, "--model", ck2, "--overwrite")
+    assert rc == 2 and "also an input" in err and ck2.read_bytes() == ck.read_bytes()
+    out.write_text("keep")
+    rc, _, err = run_cli(capsys, "export", "--out", out, "-c", tmp_path, "--model", "ck.bin")
+    assert rc == 2 and "already exists; pass --overwrite" in err and out.read_text() == "keep"
 
 
 # ---------------------------------------------------------------------------- compiled package + C++ runner
@@ -343,7 +351,7 @@ def sym_package(tmp_path_factory, runner_build):
     d = tmp_path_factory.mktemp("sym")
     ckpt = train_checkpoint(d / "ckpt", "3,3", CH, causal=False)
     out = d / "lifter.pt2"
-    rc = main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--stream"])
+    rc = main(["export", "-c", str(ckpt), "--out", str(out), "--stream"])  # the old spelling: -c FILE
     assert rc == 0 and out.is_file()
     model, arch = E.load_checkpoint(ckpt)
     assert arch == E.Architecture(J_IN, 2, J_OUT, ARC, CH, False, False)
@@ -424,6 +432,9 @@ def test_cpp_runner_bad_inputs(runner, sym_package, tmp_path):
     (tmp_path / "text.npy").write_text("this is not an npy file")
     (tmp_path / "trunc.npy").write_bytes(good.read_bytes()[:-8])
     (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04 not a zip")
+    ckpt_file = tmp_path / "epoch_3.bin"  # a training checkpoint (a zip archive, but no package)
+    save_checkpoint(ckpt_file, make_model())
+    (tmp_path / "legacy.bin").write_bytes(b"\x80\x02" + bytes(64))  # legacy torch.save: a bare pickle
     out = tmp_path / "out.npy"
     cases = [
         ((path, "--input", tmp_path / "missing.npy", "--output", out), 1, "--input: no such file"),
@@ -439,6 +450,8 @@ def test_cpp_runner_bad_inputs(runner, sym_package, tmp_path):
         ((path, "--input", tmp_path / "trunc.npy", "--output", out), 1, "data size mismatch"),
         ((tmp_path / "junk.pt2", "--input", good, "--output", out), 1, "cannot load model 'model' from package"),
         ((good, "--input", good, "--output", out), 1, "cannot load model 'model'"),
+        ((ckpt_file, "--input", good, "--output", out), 1, "a training checkpoint is not one"),
+        ((tmp_path / "legacy.bin", "--input", good, "--output", out), 1, "not a .pt2 package"),
         ((path, "--input", good, "--output", tmp_path / "no" / "out.npy"), 1, "--output: folder"),
         ((path, "--input", good, "--output", out, "--device", "tpu"), 1, "--device: expected cpu or cuda"),
         ((path, "--input", good), 2, "--output: required"),
@@ -451,6 +464,7 @@ def test_cpp_runner_bad_inputs(runner, sym_package, tmp_path):
     for args, rc, msg in cases:
         p = _run(runner, *args)
         assert p.returncode == rc and msg in p.stderr and "fastlift_run: error:" in p.stderr, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) <= 2, (args, p.stderr)  # the error (+ a usage hint), no dump
         assert not out.exists(), args
     p = _run(runner, "--help")
     assert p.returncode == 0 and "usage: fastlift_run PACKAGE.pt2" in p.stdout
@@ -463,7 +477,7 @@ def test_fastlift_trained_causal_stream_package(tmp_path, runner, capsys):
     runner's whole-sequence and zero-delay streaming outputs equal Python's."""
     ckpt = train_checkpoint(tmp_path / "ckpt", "3,3,3", 16, causal=True)
     path = tmp_path / "causal.pt2"
-    rc, out, err = run_cli(capsys, "export", "--checkpoint", ckpt, "--out", path, "--causal-stream")
+    rc, out, err = run_cli(capsys, "export", "--model", ckpt, "--out", path, "--causal-stream")
     assert rc == 0, err
     assert "streaming delay 0 frames" in out and "verified against the eager model" in out
     meta = E.read_metadata(path)

@@ -218,3 +218,83 @@ def test_wheel_installs_and_imports_away_from_repo(wheel, tmp_path):
         assert is_under(f, target), f"imported {f}, expected it under {target}"
     assert Path(result["files"][1]).parent.name == "kernels" and Path(result["files"][1]).parent.parent.name == "fastlift"
     assert result["rc"] == 0 and result["info"]["parameters"] == 16_952_371
+
+
+# ---------------------------------------------------------------------- (d) a fresh venv, as users install it
+def _venv_site_packages(env_dir: Path) -> Path:
+    found = list((env_dir / "lib").glob("python3*/site-packages"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_wheel_in_fresh_venv_runs_every_command(wheel, tmp_path):
+    """``pip install fastlift-*.whl`` into a new venv, then the CLI from a folder outside the source tree.
+
+    The heavy dependencies (torch 2.13.0, numpy, triton, tqdm) are made visible to the new venv
+    by a ``.pth`` line that appends this interpreter's site-packages folders to ``sys.path``
+    (no re-download of ~1 GB per run); that line does not process their ``.pth`` files, so the
+    editable install of the checkout stays invisible and fastlift itself comes from the wheel.
+    """
+    import site
+    import sysconfig
+
+    _, whl = wheel
+    t0 = time.perf_counter()
+    env_dir = tmp_path / "venv"
+    r = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], capture_output=True, text=True,
+                       env=clean_env(), timeout=300)
+    assert r.returncode == 0, r.stderr
+    parent_sites = [p for p in dict.fromkeys(site.getsitepackages() + [sysconfig.get_paths()["purelib"]])
+                    if Path(p).is_dir()]
+    (_venv_site_packages(env_dir) / "zz_fastlift_test_deps.pth").write_text(
+        "import sys; sys.path.extend(" + repr(parent_sites) + ")\n")
+    py = env_dir / "bin" / "python"
+    # pip from this interpreter installs into the venv (--prefix) with the venv's own layout.
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-compile",
+                        "--prefix", str(env_dir), str(whl)], capture_output=True, text=True, env=clean_env(),
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    console = env_dir / "bin" / "fastlift"
+    assert console.exists()
+    # the installed console script must run with the venv's interpreter
+    text = console.read_text()
+    if not text.startswith(f"#!{py}"):
+        console.write_text(f"#!{py}\n" + text.split("\n", 1)[1])
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = clean_env(PYTHONNOUSERSITE="1")
+    env.pop("VIRTUAL_ENV", None)
+
+    def run(*argv, timeout=600):
+        return subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    # fastlift comes from the venv, its dependencies resolve, the checkout is not importable
+    r = run(py, "-c", "import fastlift, torch, numpy, tqdm, importlib.metadata as m; "
+                      "print(fastlift.__file__); print(m.version('fastlift'))")
+    assert r.returncode == 0, r.stderr
+    assert is_under(r.stdout.splitlines()[0], env_dir), r.stdout
+    r = run(console, "--help")
+    assert r.returncode == 0, r.stderr
+    from fastlift.cli import SUBCOMMANDS
+
+    for name in SUBCOMMANDS:
+        assert name in r.stdout, f"subcommand {name!r} missing from the installed CLI's --help:\n{r.stdout}"
+    # every subcommand's --help, through the installed console script's entry point (one process)
+    code = ("import sys, importlib.metadata as m\n"
+            "main = [e for e in m.entry_points(group='console_scripts') if e.name == 'fastlift'][0].load()\n"
+            f"for name in {list(SUBCOMMANDS)!r}:\n"
+            "    try:\n"
+            "        main([name, '--help'])\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code == 0, (name, e.code)\n"
+            "    print('HELP-OK', name, flush=True)\n")
+    r = run(py, "-c", code)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert r.stdout.count("HELP-OK") == len(SUBCOMMANDS), r.stdout
+    # the main job's quick mode, via the console script
+    r = run(console, "demo", "--quick", "--out", cwd / "demo", timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (cwd / "demo" / "report.md").is_file() and (cwd / "demo" / "checkpoint" / "epoch_1.bin").is_file()
+    assert "Traceback" not in r.stderr
+    print(f"fresh-venv install + CLI checks + demo --quick: {time.perf_counter() - t0:.1f} s")

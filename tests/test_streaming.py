@@ -523,7 +523,7 @@ def test_stream_cli_writes_whole_sequence_equal_output(tmp_path, capsys, causal,
     torch.save({"epoch": 3, "model_pos": model.state_dict()}, ckpt)
     out = tmp_path / "out.npz"
     argv = ["stream", "--input", str(path), "--output", str(out), "--model", str(ckpt), "--streams", str(streams),
-            "--device", "cpu", "--json"] + (["--causal"] if causal else [])
+            "--device", "cpu", "--json", "--resolution", "640", "480"] + (["--causal"] if causal else [])
     rc = main(argv)
     stdout, err = capsys.readouterr()
     assert rc == 0, err
@@ -533,9 +533,9 @@ def test_stream_cli_writes_whole_sequence_equal_output(tmp_path, capsys, causal,
     assert "p99" in stdout and "frames/s" in stdout
     res = np.load(out, allow_pickle=True)["positions_3d"].item()
     assert set(res) == {"vid_a", "S9"} and res["S9"]["Walk 1"][1] is None
-    for subject, action, cam, norm in [("vid_a", "custom", 0, True), ("S9", "Walk 1", 0, False), ("S9", "Walk 1", 2, False)]:
+    for subject, action, cam in [("vid_a", "custom", 0), ("S9", "Walk 1", 0), ("S9", "Walk 1", 2)]:
         x = pos[subject][action][cam]
-        x = (x / 640 * 2 - np.array([1, 480 / 640])).astype(np.float32) if norm else x  # VideoPose3D screen coords
+        x = (x / 640 * 2 - np.array([1, 480 / 640])).astype(np.float32)  # VideoPose3D screen coords
         ref = lift_sequence(model, torch.from_numpy(x)).numpy()
         assert res[subject][action][cam].shape == ref.shape and res[subject][action][cam].dtype == np.float32
         # fp32 accumulation-order differences scale with the activations (pixel inputs are large)
@@ -553,7 +553,7 @@ def test_stream_cli_loads_reference_checkpoints_without_trust(tmp_path, capsys):
     path, pos = _write_inputs(tmp_path)
     model = make_model([3, 3], False, channels=16, dtype=torch.float32, j_in=17, j_out=17)
     out = tmp_path / "out.npz"
-    x = pos["S9"]["Walk 1"][0]
+    x = (pos["S9"]["Walk 1"][0] / 640 * 2 - np.array([1, 480 / 640])).astype(np.float32)
     ref = lift_sequence(model, torch.from_numpy(x)).numpy()
     for legacy in (True, False):
         ckpt = write_reference_checkpoint(tmp_path / f"pretrained_{legacy}.bin", model,
@@ -561,7 +561,8 @@ def test_stream_cli_loads_reference_checkpoints_without_trust(tmp_path, capsys):
                                           legacy_numpy=legacy)
         with pytest.raises(Exception):  # plain safe loading refuses the numpy objects
             torch.load(ckpt, weights_only=True)
-        rc = main(["stream", "--input", str(path), "--output", str(out), "--model", str(ckpt), "--device", "cpu"])
+        rc = main(["stream", "--input", str(path), "--output", str(out), "--model", str(ckpt), "--device", "cpu",
+                   "--resolution", "640", "480", "--overwrite"])
         stdout, err = capsys.readouterr()
         assert rc == 0, err
         assert "randomly initialised" not in err
@@ -570,7 +571,8 @@ def test_stream_cli_loads_reference_checkpoints_without_trust(tmp_path, capsys):
 
     evil = tmp_path / "objects.bin"
     torch.save({"model_pos": model.state_dict(), "args": Path("x")}, evil)
-    argv = ["stream", "--input", str(path), "--output", str(out), "--model", str(evil), "--device", "cpu"]
+    argv = ["stream", "--input", str(path), "--output", str(out), "--model", str(evil), "--device", "cpu",
+            "--resolution", "640", "480", "--overwrite"]
     rc = main(argv)
     assert rc == 2 and "--trust-checkpoint" in capsys.readouterr().err
     rc = main(argv + ["--trust-checkpoint"])
@@ -585,14 +587,15 @@ def test_stream_cli_random_model_warns_and_paces(tmp_path, capsys):
     threads = torch.get_num_threads()
     try:
         rc = main(["stream", "--input", str(path), "--output", str(out), "-arc", "3,3", "-ch", "8", "--fps", "400",
-                   "--limit-frames", "6", "--streams", "3", "--device", "cpu", "--threads", "1"])
+                   "--limit-frames", "6", "--streams", "3", "--device", "cpu", "--threads", "1", "--resolution", "640",
+                   "480"])
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
     stdout, err = capsys.readouterr()
     assert rc == 0, err
     assert "randomly initialised" in err and "meaningless" in err
-    assert "assumed already normalised" in stdout and "paced at 400 fps" in stdout
+    assert "normalised by --resolution" in stdout and "paced at 400 fps" in stdout
     res = np.load(out, allow_pickle=True)["positions_3d"].item()
     assert res["vid_a"]["custom"][0].shape == (6, 17, 3) and res["S9"]["Walk 1"][2].shape == (5, 17, 3)
 
@@ -621,7 +624,7 @@ def test_stream_cli_bad_inputs(tmp_path, capsys):
     rc = main(["stream", "--input", str(bad), "-ch", "8"])
     assert rc == 2 and "no 'positions_2d' entry" in capsys.readouterr().err
     rc = main(["stream", "--input", str(tmp_path / "missing.npz")])
-    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    assert rc == 2 and "--input: no such file" in capsys.readouterr().err
     nan = tmp_path / "nan.npz"
     arr = np.zeros((4, 17, 2), np.float32)
     arr[2, 3, 1] = np.nan
@@ -638,5 +641,6 @@ def test_stream_cli_bad_inputs(tmp_path, capsys):
     path, _ = _write_inputs(tmp_path)
     ckpt = tmp_path / "c.bin"
     torch.save({"model_pos": make_model([3], False, j_in=5, dtype=torch.float32).state_dict()}, ckpt)
-    rc = main(["stream", "--input", str(path), "--model", str(ckpt), "--output", str(tmp_path / "o.npz")])
+    rc = main(["stream", "--input", str(path), "--model", str(ckpt), "--output", str(tmp_path / "o.npz"),
+               "--resolution", "640", "480"])
     assert rc == 2 and "expects 10 input values per frame" in capsys.readouterr().err

@@ -193,7 +193,7 @@ def test_clean_2d_is_the_projection_of_the_3d(tmp_path, gen):
         absolute = p3.astype(np.float64).copy()
         absolute[:, 1:] += absolute[:, :1]
         np.testing.assert_allclose(project_to_2d(absolute, cam.astype(np.float64)), p2, atol=2e-5)
-    assert ds.fps == 50 and ds.skeleton.num_joints == 17 and sorted(paths) == ["3d", "det", "gt", "manifest"]
+    assert ds.fps == 50 and ds.skeleton().num_joints == 17 and sorted(paths) == ["3d", "det", "gt", "manifest"]
 
 
 # ----------------------------------------------------------------------------- files, CLI, cache

@@ -95,9 +95,9 @@ def test_architecture_from_checkpoint_unless_given():
     (["-arc", "3,x"], "-arc/--architecture: expected comma-separated odd integers"),
     (["-ch", "0"], "-ch/--channels: expected a positive integer, got 0"),
     (["--device", "nonsense"], "--device: expected a torch device"),
-    (["--render", "--viz-action", "Walking", "--viz-output", "a.gif"], "--render: expected --viz-subject"),
-    (["--render", "--viz-subject", "S9", "--viz-output", "a.gif"], "--render: expected --viz-action"),
-    (["--render", "--viz-subject", "S9", "--viz-action", "W"], "--viz-output (a .gif or .mp4 file) and/or --viz-export"),
+    (["--render", "--viz-action", "Walking", "--viz-output", "a.gif"], "--viz-subject: expected the subject"),
+    (["--render", "--viz-subject", "S9", "--viz-output", "a.gif"], "--viz-action: expected the action"),
+    (["--render", "--viz-subject", "S9", "--viz-action", "W"], "--viz-output: expected a .gif or .mp4 file to write (and/or --viz-export"),
     (["--render", "--viz-subject", "S9", "--viz-action", "W", "--viz-output", "a.avi"], "--viz-output: expected a .gif"),
     (["--viz-limit", "0"], "--viz-limit"),
     (["--seed", "-3"], "--seed"),
@@ -131,7 +131,7 @@ def test_unavailable_device_and_kernels(capsys, tmp_path, monkeypatch):
 def test_evaluate_needs_a_checkpoint_and_missing_files_are_named(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, _, err = run_cli(capsys, "evaluate")
-    assert rc == 2 and "--evaluate: expected the checkpoint to evaluate" in err
+    assert rc == 2 and "--model (--evaluate): expected the checkpoint file to evaluate" in err
     rc, _, err = run_cli(capsys, "evaluate", "-c", "ck", "--evaluate", "epoch_3.bin")
     assert rc == 2 and "no such file" in err and "epoch_3.bin" in err
     rc, _, err = run_cli(capsys, "train", "--data-dir", str(tmp_path / "nowhere"))

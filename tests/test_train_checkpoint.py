@@ -85,8 +85,9 @@ def test_untrusted_globals_are_refused_unless_trusted(tmp_path, capsys):
     assert "arbitrary code" not in capsys.readouterr().out
     assert load_checkpoint(path, trust=True)["epoch"] == 1
     (tmp_path / "junk.bin").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot load"):
+    with pytest.raises(ValueError, match="damaged or not a checkpoint") as e:
         load_checkpoint(tmp_path / "junk.bin")
+    assert "--trust-checkpoint" not in str(e.value)  # trusting a damaged file cannot help
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_checkpoint(tmp_path / "missing.bin")
     torch.save([1, 2], tmp_path / "list.bin")
@@ -111,8 +112,12 @@ def test_fastlift_checkpoint_layout_and_reference_cross_load(data_dir, tmp_path,
     assert main(flags(data_dir, ck, "-e", "1", "--no-eval", "--subset", "0.5")) == 0
     capsys.readouterr()
     path = ck / "epoch_1.bin"
-    ckpt = torch.load(path, weights_only=True)  # no allow-list needed for fastlift's own files
+    ckpt = load_checkpoint(path)  # safe loading (numpy RandomState allow-listed, as for the reference's files)
     assert {"epoch", "lr", "optimizer", "model_pos", "model_traj", "random_state", "random_state_semi"} <= set(ckpt)
+    # What run.py -r does with these keys: ChunkedGenerator.set_random_state(...) then .permutation/.shuffle.
+    assert isinstance(ckpt["random_state"], np.random.RandomState) and ckpt["random_state_semi"] is None
+    assert sorted(ckpt["random_state"].permutation(5).tolist()) == [0, 1, 2, 3, 4]
+    assert isinstance(ckpt["fastlift"]["sampler"], dict)  # fastlift's own sampler state, under its own key
     assert ckpt["epoch"] == 1 and ckpt["lr"] == pytest.approx(0.001 * 0.95) and ckpt["model_traj"] is None
     arch = ckpt["fastlift"]["architecture"]
     assert arch["filter_widths"] == [3, 3] and arch["channels"] == 16 and arch["keypoints_layout"] == "h36m"
@@ -152,7 +157,7 @@ def test_reference_checkpoint_evaluates_and_fine_tunes(data_dir, tmp_path, capsy
     load_model_state(ref, model.state_dict())
     ss = SequenceSet(test.poses_2d, test.poses_3d, labels=test.labels, pad=4, kps_left=kp.keypoints_left,
                      kps_right=kp.keypoints_right)
-    want = final_evaluation(ss, ref, list(ds.skeleton.joints_left), list(ds.skeleton.joints_right), tta=True)
+    want = final_evaluation(ss, ref, list(ds.skeleton().joints_left), list(ds.skeleton().joints_right), tta=True)
     assert rep["action_mean"]["mpjpe"] == pytest.approx(want["action_mean"]["mpjpe"], rel=1e-5)
     assert rep["epoch"] == 3
 
@@ -160,7 +165,7 @@ def test_reference_checkpoint_evaluates_and_fine_tunes(data_dir, tmp_path, capsy
     assert main(flags(data_dir, ck, "-r", "pretrained.bin", "-e", "4", "--no-eval", "--subset", "0.3")) == 0
     out = capsys.readouterr().out
     assert "[4] time" in out and "lr 0.000800" in out
-    ft = torch.load(ck / "epoch_4.bin", weights_only=True)
+    ft = load_checkpoint(ck / "epoch_4.bin")
     assert ft["epoch"] == 4 and ft["lr"] == pytest.approx(8e-4 * 0.95)
     steps = [float(s["step"]) for s in ft["optimizer"]["state"].values()]
     assert min(steps) > 1  # continued from the loaded Adam state (1 step) rather than from scratch
@@ -179,5 +184,5 @@ def test_evaluate_takes_the_architecture_from_a_fastlift_checkpoint(data_dir, tm
                                                                                                       False)
     # Explicit flags that contradict the weights are reported clearly.
     rc = main(["evaluate", "-d", "synthetic", "--data-dir", str(data_dir), "-ste", "S9", "-c", str(ck),
-               "--evaluate", "epoch_1.bin", "-ch", "32"])
+               "--evaluate", "epoch_1.bin", "-ch", "32", "--overwrite"])  # training wrote ck/evaluation.json
     assert rc == 2 and "does not fit the model built from the flags" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_fused_training_with_dropout_learns_and_resumes_exactly(data_dir, tmp_pa
     resumed.load_state_dict(load_checkpoint(tmp_path / "full" / "epoch_1.bin"))
     resumed.fit()
     assert resumed.step_losses == losses[3:]
-    a = torch.load(tmp_path / "full" / "epoch_2.bin", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "epoch_2.bin", weights_only=True)
+    a = load_checkpoint(tmp_path / "full" / "epoch_2.bin")
+    b = load_checkpoint(tmp_path / "resumed" / "epoch_2.bin")
     for k, v in a["model_pos"].items():
         assert torch.equal(v, b["model_pos"][k]), k

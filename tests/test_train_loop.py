@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from fastlift.checkpoint import load_checkpoint
 from fastlift.cli import main
 from fastlift.train.args import parse_args
 from fastlift.train.loop import bn_momentum
@@ -88,9 +89,14 @@ def _same_state(a: dict, b: dict, path="") -> None:
 
 
 def _compare_checkpoints(p, q):
-    a, b = torch.load(p, weights_only=True), torch.load(q, weights_only=True)
-    for key in ("epoch", "lr", "model_pos", "optimizer", "random_state"):
+    from fastlift.checkpoint import load_checkpoint
+
+    a, b = load_checkpoint(p), load_checkpoint(q)
+    for key in ("epoch", "lr", "model_pos", "optimizer"):
         _same_state(a[key], b[key], key)
+    _same_state(a["fastlift"]["sampler"], b["fastlift"]["sampler"], "sampler")
+    # run.py's key holds a numpy RandomState (same seed -> same draws)
+    assert a["random_state"].randint(1 << 30) == b["random_state"].randint(1 << 30)
     _same_state(a["fastlift"]["rng"], b["fastlift"]["rng"], "rng")
 
 
@@ -112,7 +118,7 @@ def test_resume_after_a_kill_reproduces_uninterrupted_training(data_dir, tmp_pat
     _, err = proc.communicate()
     assert (killed / "epoch_1.bin").exists(), err.decode()[-2000:]
     for f in killed.glob("epoch_*.bin"):  # whatever was written is a complete checkpoint
-        torch.load(f, weights_only=True)
+        load_checkpoint(f)
 
     _compare_checkpoints(full / "epoch_1.bin", killed / "epoch_1.bin")
     resumed = tmp_path / "resumed"
@@ -167,7 +173,7 @@ def test_semi_supervised_epoch_and_trajectory(data_dir, tmp_path):
         assert len(h[key]) == 2 and all(v == v for v in h[key]), key
     assert h["loss_2d_train_unlabeled"][0] == 0  # warm-up epoch: supervised only
     assert h["loss_2d_train_unlabeled"][1] > 0
-    ckpt = torch.load(tmp_path / "ck" / "epoch_2.bin", weights_only=True)
+    ckpt = load_checkpoint(tmp_path / "ck" / "epoch_2.bin")
     assert ckpt["model_traj"] is not None and ckpt["random_state_semi"] is not None
     assert ckpt["model_traj"]["shrink.weight"].shape[0] == 3  # one output joint
     rep = res["report"]

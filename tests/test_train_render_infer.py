@@ -174,7 +174,8 @@ def test_read_video_frames_gif_folder_and_ffmpeg_pipe(tmp_path, monkeypatch):
     np.testing.assert_array_equal(downsample_frames(np.arange(7.0)[:, None], 2)[:, 0], [0.5, 2.5, 4.5])
 
 
-def test_infer_coco_keypoints(trained, tmp_path, capsys):
+def test_infer_coco_keypoints(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # infer writes <input stem>_3d.npz into the current folder
     d, ckpt = trained
     kp = data.read_keypoints(d / "data_2d_synthetic_gt.npz")
     seqs = {"a.mp4": kp.positions["S9"]["Walking 1"][0], "b.mp4": kp.positions["S9"]["Waving 1"][2][:50]}

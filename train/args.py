@@ -59,6 +59,11 @@ Semi-supervised (S1 labelled, S5-S8 unlabelled):
   fastlift train -str S1 -sun S5,S6,S7,S8 -arc 3,3,3 -e 20 --warmup 5"""
 
 
+class DefaultCheckpointDir(str):
+    """run.py's default ``-c`` value (``"checkpoint"``), marked so that :func:`resolve_defaults`
+    can tell it from a folder the user typed."""
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -73,8 +78,15 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """Add every ``run.py`` flag (same names and defaults) and fastlift's own flags to ``p``."""
+def add_train_arguments(p: argparse.ArgumentParser, mode: str = "train") -> None:
+    """Add every ``run.py`` flag (same names and defaults) and fastlift's own flags to ``p``.
+
+    ``mode`` (``train``, ``evaluate``, ``render``) picks what ``-o/--out`` means: the evaluation
+    JSON (evaluate; alias of ``--output-json``) or the animation (render; alias of
+    ``--viz-output``); ``train`` has no ``-o``.
+    """
+    from fastlift.cli_common import add_model_argument, add_overwrite_argument, add_precision_argument
+
     p.epilog = EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     g = p.add_argument_group("data and run (VideoPose3D run.py flags)")
@@ -91,13 +103,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="unlabeled subjects separated by comma for semi-supervised training (default: none)")
     g.add_argument("-a", "--actions", default="*", metavar="LIST",
                    help="actions to train/test on (name prefixes) separated by comma, or * for all")
-    g.add_argument("-c", "--checkpoint", default="checkpoint", metavar="PATH", help="checkpoint directory")
+    g.add_argument("-c", "--checkpoint", default=DefaultCheckpointDir("checkpoint"), metavar="DIR",
+                   help="checkpoint folder (default: checkpoint; when evaluating/rendering a --model path and -c is "
+                        "not given, the model file's folder)")
     g.add_argument("--checkpoint-frequency", default=10, type=_int, metavar="N",
                    help="create a checkpoint every N epochs (and after the last one)")
     g.add_argument("-r", "--resume", default="", metavar="FILENAME",
                    help="checkpoint to resume (file name in the checkpoint directory, or a path)")
-    g.add_argument("--evaluate", default="", metavar="FILENAME",
-                   help="checkpoint to evaluate (file name in the checkpoint directory, or a path)")
+    add_model_argument(g, run_py_alias=True, dest="evaluate",
+                       help_extra=" (evaluate/render it; --evaluate is run.py's name)")
     g.add_argument("--render", action="store_true", help="visualize a particular video (see --viz-*)")
     g.add_argument("--by-subject", action="store_true", help="break down error by subject (on evaluation)")
     g.add_argument("--export-training-curves", action="store_true",
@@ -147,7 +161,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--viz-camera", type=_int, default=0, metavar="N", help="camera to render")
     g.add_argument("--viz-video", metavar="PATH", help="path to input video (background of the 2D panel)")
     g.add_argument("--viz-skip", type=_int, default=0, metavar="N", help="skip first N frames of input video")
-    g.add_argument("--viz-output", metavar="PATH", help="output file name (.gif or .mp4)")
+    if mode == "render":
+        g.add_argument("-o", "--out", "--viz-output", dest="viz_output", metavar="PATH",
+                       help="output file name (.gif or .mp4; --viz-output is run.py's name)")
+    else:
+        g.add_argument("--viz-output", metavar="PATH", help="output file name (.gif or .mp4)")
     g.add_argument("--viz-export", metavar="PATH", help="output file name for coordinates (.npy)")
     g.add_argument("--viz-bitrate", type=_int, default=3000, metavar="N", help="bitrate for mp4 videos")
     g.add_argument("--viz-no-ground-truth", action="store_true", help="do not show ground-truth poses")
@@ -162,16 +180,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--impl", default="auto", choices=IMPLS,
                    help="model implementation: auto (fused Triton kernels on CUDA, reference math elsewhere), "
                         "triton, reference (default auto)")
-    g.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32, or bf16 autocast for the model (default fp32)")
+    add_precision_argument(g, PRECISIONS, "fp32", help_text="fp32, or bf16 autocast for the model")
     g.add_argument("--seed", default=0, type=_int, metavar="N",
                    help="seed of initialisation, shuffling and dropout (default 0)")
     g.add_argument("--device", default=None, metavar="DEV",
                    help="torch device (default: the available accelerator, else cpu)")
-    g.add_argument("--output-json", default=None, metavar="PATH",
+    json_names = ["-o", "--out", "--output-json"] if mode == "evaluate" else ["--output-json"]
+    g.add_argument(*json_names, dest="output_json", default=None, metavar="PATH",
                    help="write all evaluation numbers as JSON here (default <checkpoint dir>/evaluation.json)")
+    add_overwrite_argument(g)
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="unpickle arbitrary Python objects in checkpoints (only for files you trust)")
+    g.add_argument("--trust-data", action="store_true",
+                   help="unpickle arbitrary Python objects in the .npz data files (only for files you trust)")
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show progress bars (default: when stderr is a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
@@ -224,6 +245,18 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
         args.data_dir = "data"
     if args.device is None:
         args.device = default_device()
+    if args.checkpoint is None or isinstance(args.checkpoint, DefaultCheckpointDir):
+        # run.py's default folder, except that a --model/--evaluate path given without -c is
+        # its own folder (so its evaluation.json lands next to it, not in ./checkpoint).
+        name = Path(args.evaluate or args.resume or "")
+        if (args.evaluate or args.resume) and name.parent != Path(".") and not Path("checkpoint", name).exists():
+            args.checkpoint = str(name.parent)
+            if args.evaluate:
+                args.evaluate = name.name
+            else:
+                args.resume = name.name
+        else:
+            args.checkpoint = "checkpoint"
     args._resolved = True
     return args
 
@@ -286,13 +319,14 @@ def validate(args: argparse.Namespace, mode: str = "train") -> argparse.Namespac
           "--export-training-curves and --no-eval cannot be set at the same time (the curves are the "
           "per-epoch evaluation losses)")
     if mode == "evaluate":
-        _need(bool(args.evaluate), "--evaluate: expected the checkpoint to evaluate (a file name in -c/--checkpoint "
-                                   "or a path), got none")
+        _need(bool(args.evaluate), "--model (--evaluate): expected the checkpoint file to evaluate (a file name in "
+                                   "-c/--checkpoint or a path), got none")
     if mode == "render" or args.render:
-        _need(bool(args.viz_subject), "--render: expected --viz-subject (the subject/video to render), got none")
-        _need(bool(args.viz_action), "--render: expected --viz-action (the action to render), got none")
+        out_flag = "-o/--out (--viz-output)" if mode == "render" else "--viz-output"
+        _need(bool(args.viz_subject), "--viz-subject: expected the subject/video to render (e.g. S9), got none")
+        _need(bool(args.viz_action), "--viz-action: expected the action to render (e.g. 'Walking 1'), got none")
         _need(bool(args.viz_output or args.viz_export),
-              "--render: expected --viz-output (a .gif or .mp4 file) and/or --viz-export (a .npy file), got neither")
+              f"{out_flag}: expected a .gif or .mp4 file to write (and/or --viz-export, a .npy file), got neither")
         if args.viz_output:
             suffix = Path(args.viz_output).suffix.lower()
             _need(suffix in (".gif", ".mp4"), f"--viz-output: expected a .gif or .mp4 file name, got {args.viz_output!r}")
@@ -321,6 +355,9 @@ def validate(args: argparse.Namespace, mode: str = "train") -> argparse.Namespac
     _need(args.checkpoint_frequency >= 1,
           f"--checkpoint-frequency: expected a positive number of epochs, got {args.checkpoint_frequency}")
     _need(args.seed >= 0, f"--seed: expected a non-negative integer, got {args.seed}")
+    from fastlift.cli_common import check_precision
+
+    check_precision(args.precision, PRECISIONS)
     if args.eval_frames is not None:
         _need(args.eval_frames >= 1, f"--eval-frames: expected a positive number of frames, got {args.eval_frames}")
     if args.architecture is not None:
@@ -358,17 +395,46 @@ def validate(args: argparse.Namespace, mode: str = "train") -> argparse.Namespac
 
 
 def _check_device(args) -> None:
-    import torch
+    from fastlift.cli_common import check_device
 
-    try:
-        dev = torch.device(args.device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"--device: expected a torch device such as cpu or cuda:0, got {args.device!r}") from None
-    if dev.type != "cpu":
-        mod = getattr(torch, dev.type, None)
-        available = bool(mod is not None and hasattr(mod, "is_available") and mod.is_available())
-        _need(available, f"--device: {args.device!r} is not available on this machine (torch sees no {dev.type} "
-                         f"device); use --device cpu")
-        count = mod.device_count() if hasattr(mod, "device_count") else 1
-        _need(dev.index is None or dev.index < count,
-              f"--device: {args.device!r} does not exist (this machine has {count} {dev.type} device(s))")
+    check_device(args.device)
+
+
+def check_outputs(args, mode: str) -> None:
+    """Check every file the run will write, before any data is loaded (see DESIGN.md's command-line
+    conventions): no output over an input, existing outputs only with ``--overwrite`` (training:
+    or ``-r/--resume``), output folders creatable. Raises :class:`fastlift.cli_common.CliError`."""
+    from fastlift.cli_common import CliError, check_output_dir, check_output_file
+    from fastlift.train.checkpoint import checkpoint_path
+
+    model = checkpoint_path(args.checkpoint, args.evaluate) if args.evaluate else None
+    resume = checkpoint_path(args.checkpoint, args.resume) if args.resume else None
+    inputs = [p for p in (model, resume) if p is not None]
+    overwrite = bool(getattr(args, "overwrite", False))
+    for p, flag in ((model, "--model (--evaluate)"), (resume, "-r/--resume")):
+        if p is not None and not p.is_file():
+            typed = args.evaluate if p is model else args.resume
+            raise FileNotFoundError(f"{flag}: no such file {typed!r} (looked for {str(p)!r}"
+                                    + (f" in -c/--checkpoint {args.checkpoint!r})" if str(p) != typed else ")"))
+    training = not args.evaluate
+    if training:
+        ckdir = check_output_dir(args.checkpoint, "-c/--checkpoint")
+        if not overwrite and not args.resume and ckdir.is_dir():
+            planned = [e for e in range(1, args.epochs + 1) if e % args.checkpoint_frequency == 0 or e == args.epochs]
+            taken = [f"epoch_{e}.bin" for e in planned if (ckdir / f"epoch_{e}.bin").exists()]
+            if taken:
+                raise CliError(f"-c/--checkpoint: {str(ckdir)!r} already holds {', '.join(taken[:3])}"
+                               f"{' ...' if len(taken) > 3 else ''} from an earlier run; pass --overwrite to replace "
+                               f"them, -r/--resume FILE to continue that run, or choose another -c folder")
+    if args.render:
+        if args.viz_output:
+            check_output_file(args.viz_output, "-o/--out" if mode == "render" else "--viz-output", inputs=inputs,
+                              overwrite=overwrite, suffixes=(".gif", ".mp4"))
+        if args.viz_export:
+            export = Path(args.viz_export)
+            export = export if export.suffix == ".npy" else export.with_name(export.name + ".npy")
+            check_output_file(export, "--viz-export", inputs=inputs, overwrite=overwrite)
+        return
+    json_path = Path(args.output_json) if args.output_json else Path(args.checkpoint) / "evaluation.json"
+    flag = "-o/--out" if mode == "evaluate" and args.output_json else "--output-json"
+    check_output_file(json_path, flag, inputs=inputs, overwrite=overwrite or (training and bool(args.resume)))

@@ -6,9 +6,10 @@ Layout (a dict, ``torch.save``'d; the reference's keys first):
   ``optimizer`` (Adam state_dict: parameters of ``model_pos`` then of ``model_traj``, as the
   reference orders them), ``model_pos`` (the training model's state_dict; the 1f and the
   dilated model share keys), ``model_traj`` (trajectory model's state_dict or None);
-* ``random_state`` / ``random_state_semi``: the samplers' RNG states (the reference stores
-  ``numpy.random.RandomState`` objects here; fastlift stores its samplers' states as a dict of
-  tensors and ints, so its files load with ``torch.load(weights_only=True)`` and no allow-list);
+* ``random_state`` / ``random_state_semi``: ``numpy.random.RandomState`` objects, as the
+  reference's run.py expects there (it shuffles with them when resuming with ``-r``); fastlift
+  seeds them from ``--seed`` and the epoch (:func:`reference_random_state`). fastlift's own
+  sampler states live under ``fastlift``/``sampler`` and ``sampler_semi``;
 * ``fastlift``: everything else needed to resume bit-identically and to rebuild the model:
   ``format``, ``architecture`` (filter widths, channels, causal, dense, joints, keypoint layout),
   torch CPU/CUDA, numpy and Python RNG states (the fused kernels draw their dropout seeds from
@@ -44,7 +45,8 @@ from fastlift._files import atomic_output, publish_mode  # noqa: F401  (publish_
 from fastlift.checkpoint import fix_state_dict, load_checkpoint, load_model_state, safe_globals_for_reference
 
 __all__ = ["save_checkpoint", "load_checkpoint", "safe_globals_for_reference", "fix_state_dict",
-           "load_model_state", "rng_state", "set_rng_state", "FORMAT", "checkpoint_path", "publish_mode"]
+           "load_model_state", "rng_state", "set_rng_state", "FORMAT", "checkpoint_path", "publish_mode",
+           "reference_random_state"]
 
 FORMAT = 1
 
@@ -56,6 +58,13 @@ def checkpoint_path(directory, name) -> Path:
     if p.is_absolute() or (p.exists() and not (Path(directory) / p).exists()):
         return p
     return Path(directory) / p
+
+
+def reference_random_state(seed: int, epoch: int, semi: bool = False) -> np.random.RandomState:
+    """The ``numpy.random.RandomState`` stored under the reference's ``random_state`` keys: seeded
+    from ``(seed, epoch, semi)``, so a run.py ``-r`` resume of a fastlift checkpoint shuffles
+    reproducibly (run.py's ChunkedGenerator draws its epoch order from it)."""
+    return np.random.RandomState([int(seed), int(epoch), int(semi)])
 
 
 # ----------------------------------------------------------------------------------------- save

@@ -10,7 +10,7 @@ from fastlift.train.args import add_train_arguments
 
 
 def add_arguments(parser) -> None:
-    add_train_arguments(parser)
+    add_train_arguments(parser, "evaluate")
 
 
 def run(args) -> int:

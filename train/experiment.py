@@ -61,7 +61,7 @@ class Experiment:
 
     @property
     def num_joints_out(self) -> int:
-        return self.dataset.skeleton.num_joints
+        return self.dataset.skeleton().num_joints
 
     @property
     def layout_name(self) -> str:
@@ -112,7 +112,7 @@ def load_experiment(args, need_train: bool = True, need_test: bool = True) -> Ex
                          f"(data_2d_{args.dataset}_<name>.npz)")
     data_dir = resolve_data_dir(args)
     ds, kp = fdata.load(args.dataset, args.keypoints, data_dir=data_dir)
-    skel = ds.skeleton
+    skel = ds.skeleton()
     exp = Experiment(dataset=ds, keypoints=kp, name=args.dataset, keypoints_name=args.keypoints, data_dir=data_dir,
                      kps_left=kp.keypoints_left, kps_right=kp.keypoints_right,
                      joints_left=list(skel.joints_left), joints_right=list(skel.joints_right),

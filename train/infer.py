@@ -24,56 +24,30 @@ import numpy as np
 import torch
 
 from fastlift._files import atomic_savez, object_entry
-from fastlift.camera import normalize_screen_coordinates
 from fastlift.data.io import read_keypoints
+from fastlift.lift_input import (COCO_TO_H36M_DIRECT, add_input_arguments, coco_to_h36m, nest_outputs,
+                                 output_metadata, read_lift_input)
 from fastlift.skeleton import H36M_17
 
-__all__ = ["coco_to_h36m", "add_arguments", "run", "lift_file", "COCO_TO_H36M_DIRECT"]
-
-#: H36M-17 joint -> COCO keypoint for the joints that exist in both layouts.
-COCO_TO_H36M_DIRECT = {1: 12, 2: 14, 3: 16, 4: 11, 5: 13, 6: 15, 9: 0, 11: 5, 12: 7, 13: 9, 14: 6, 15: 8, 16: 10}
-# Top of the head above the nose, as a fraction of the thorax->nose vector: in the Human3.6M
-# skeleton the head top is about as far above the nose-level head joint as that joint is above
-# the thorax (115 mm vs 121 mm).
-_HEAD_TOP_FACTOR = 0.95
-
-
-def coco_to_h36m(kps) -> np.ndarray:
-    """COCO-17 keypoints ``(..., 17, D)`` -> Human3.6M-17 layout ``(..., 17, D)``.
-
-    Limbs, hips, shoulders and the nose (Human3.6M's nose-level head joint 9) are copied; the
-    pelvis is the mid-hip, the thorax the mid-shoulder, the spine the midpoint of pelvis and
-    thorax, and the head top ``nose + 0.95 * (nose - thorax)`` (an approximation: COCO has no
-    head-top keypoint).
-    """
-    k = np.asarray(kps, dtype=np.float32)
-    if k.ndim < 2 or k.shape[-2] != 17:
-        raise ValueError(f"keypoints: expected COCO-17 keypoints of shape (..., 17, D), got shape {k.shape}")
-    out = np.empty_like(k)
-    for h, c in COCO_TO_H36M_DIRECT.items():
-        out[..., h, :] = k[..., c, :]
-    pelvis = (k[..., 11, :] + k[..., 12, :]) / 2
-    thorax = (k[..., 5, :] + k[..., 6, :]) / 2
-    out[..., 0, :] = pelvis
-    out[..., 7, :] = (pelvis + thorax) / 2
-    out[..., 8, :] = thorax
-    out[..., 10, :] = k[..., 0, :] + _HEAD_TOP_FACTOR * (k[..., 0, :] - thorax)
-    return out
+__all__ = ["coco_to_h36m", "add_arguments", "run", "lift_file", "COCO_TO_H36M_DIRECT", "default_output"]
 
 
 def add_arguments(p) -> None:
     import argparse
 
-    from fastlift.train.args import IMPLS, PRECISIONS
+    from fastlift.cli_common import (add_checkpoint_dir_argument, add_device_argument, add_impl_argument,
+                                     add_model_argument, add_out_argument, add_overwrite_argument,
+                                     add_precision_argument, add_trust_arguments)
+    from fastlift.train.args import PRECISIONS
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = ("example: fastlift infer --input data/data_2d_custom_myvideos.npz -c checkpoint --evaluate "
-                "epoch_60.bin --output myvideos_3d.npz")
-    p.add_argument("--input", required=True, metavar="PATH", help="2D keypoints npz (VideoPose3D layout)")
-    p.add_argument("-c", "--checkpoint", default="checkpoint", metavar="PATH", help="checkpoint directory")
-    p.add_argument("--evaluate", "--model", dest="evaluate", required=True, metavar="FILENAME",
-                   help="checkpoint file (name in -c/--checkpoint, or a path)")
-    p.add_argument("--output", metavar="PATH", help="output npz (default: <input stem>_3d.npz next to the input)")
+    p.epilog = ("example: fastlift infer --input data/data_2d_custom_myvideos.npz -c checkpoint --model "
+                "epoch_60.bin -o myvideos_3d.npz")
+    add_input_arguments(p)
+    add_checkpoint_dir_argument(p)
+    add_model_argument(p, required=True, run_py_alias=True, dest="evaluate", help_extra=" (--evaluate: run.py's name)")
+    add_out_argument(p, output_alias=True, help_text="output npz (default: <input stem>_3d.npz in the current folder)")
+    add_overwrite_argument(p)
     p.add_argument("-arc", "--architecture", default=None, metavar="LAYERS",
                    help="filter widths (default: from the checkpoint's weights)")
     p.add_argument("-ch", "--channels", default=None, type=int, metavar="N",
@@ -82,18 +56,17 @@ def add_arguments(p) -> None:
     p.add_argument("--dense", action="store_true", default=None, help="the checkpoint is a dense model")
     p.add_argument("-no-tta", "--no-test-time-augmentation", dest="test_time_augmentation", action="store_false",
                    help="disable test-time flipping")
-    p.add_argument("--convert", default="auto", choices=["auto", "none", "coco-to-h36m"],
-                   help="keypoint layout conversion (default auto: COCO -> Human3.6M when the checkpoint was trained "
-                        "on Human3.6M-layout keypoints)")
-    p.add_argument("--resolution", type=int, nargs=2, metavar=("W", "H"),
-                   help="video resolution for files without metadata['video_metadata']")
     p.add_argument("--no-trajectory", dest="trajectory", action="store_false",
                    help="do not add the trajectory model's prediction even if the checkpoint has one")
-    p.add_argument("--device", default=None, help="torch device (default: the available accelerator, else cpu)")
-    p.add_argument("--impl", default="auto", choices=IMPLS, help="model implementation (default auto)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 or bf16 autocast (default fp32)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="unpickle arbitrary Python objects in the checkpoint (only for files you trust)")
+    add_device_argument(p)
+    add_impl_argument(p)
+    add_precision_argument(p, PRECISIONS, "fp32", help_text="fp32 or bf16 autocast")
+    add_trust_arguments(p)
+
+
+def default_output(input_path, suffix: str) -> Path:
+    """``<input stem><suffix>`` in the current folder (where ``infer``/``stream`` write by default)."""
+    return Path(Path(input_path).stem + suffix)
 
 
 def _build(ckpt: dict, args, key: str):
@@ -111,97 +84,74 @@ def _build(ckpt: dict, args, key: str):
 def lift_file(args, log=print) -> dict:
     """Lift every sequence of ``args.input``; returns ``{"output": path, "sequences": n, ...}``."""
     from fastlift.checkpoint import stored_architecture
-    from fastlift.train.args import default_device
+    from fastlift.cli_common import check_device, check_impl, check_output_file, check_precision
+    from fastlift.train.args import PRECISIONS
     from fastlift.train.checkpoint import checkpoint_path, load_checkpoint
     from fastlift.train.evaluate import SequenceSet
 
-    if args.device is None:
-        args.device = default_device()
+    args.device = str(check_device(args.device))
+    check_impl(args.impl)
+    check_precision(args.precision, PRECISIONS)
+    if args.channels is not None and args.channels < 1:
+        raise ValueError(f"-ch/--channels: expected a positive integer, got {args.channels}")
     src = Path(args.input)
     if not src.is_file():
         raise FileNotFoundError(f"--input: no such file: {str(src)!r}")
-    kp = read_keypoints(src)
     ckpt_file = checkpoint_path(args.checkpoint, args.evaluate)
-    ckpt = load_checkpoint(ckpt_file, trust=args.trust_checkpoint)
+    if not ckpt_file.is_file():
+        raise FileNotFoundError(f"--model: no such file {args.evaluate!r}"
+                                + (f" (looked for {str(ckpt_file)!r})" if str(ckpt_file) != args.evaluate else ""))
+    dst = check_output_file(args.out if args.out else default_output(src, "_3d.npz"), "-o/--out",
+                            inputs=[src, ckpt_file], overwrite=args.overwrite)
+    kp = read_keypoints(src)
+    ckpt = load_checkpoint(ckpt_file, trust=args.trust_checkpoint, what="--model")
     if "model_pos" not in ckpt:
-        raise ValueError(f"checkpoint: {str(ckpt_file)!r} has no 'model_pos' entry (keys: {sorted(ckpt)})")
+        raise ValueError(f"--model: {str(ckpt_file)!r} has no 'model_pos' entry (keys: {sorted(ckpt)})")
     meta = stored_architecture(ckpt)
     model_pos = _build(ckpt, args, "model_pos")
     model_traj = None
     if args.trajectory and ckpt.get("model_traj") is not None:
         model_traj = _build(ckpt, args, "model_traj")
 
-    layout_in = kp.layout_name
-    layout_model = meta.get("keypoints_layout")
-    convert = args.convert
-    if convert == "auto":
-        convert = "coco-to-h36m" if (layout_in == "coco" and layout_model == "h36m") else "none"
-        if convert == "none" and layout_model is not None and layout_model != layout_in:
-            raise ValueError(f"--input: keypoints are in the {layout_in!r} layout but the checkpoint was trained on "
-                             f"{layout_model!r} keypoints, and fastlift has no conversion between them")
-    if convert == "coco-to-h36m":
-        if layout_in != "coco" or kp.num_joints != 17:
-            raise ValueError(f"--convert coco-to-h36m: the input must be COCO-17 keypoints, got layout {layout_in!r} "
-                             f"with {kp.num_joints} joints")
-        kps_left, kps_right = list(H36M_17.joints_left), list(H36M_17.joints_right)
-        n_in = 17
-    else:
-        kps_left, kps_right = kp.keypoints_left, kp.keypoints_right
-        n_in = kp.num_joints
-    if n_in != model_pos.num_joints_in:
-        raise ValueError(f"--input: {n_in} keypoints per frame, the checkpoint's model takes {model_pos.num_joints_in}")
+    prepared = read_lift_input(kp, model_layout=meta.get("keypoints_layout"), convert=args.convert,
+                               resolution=args.resolution)
+    if prepared.num_joints != model_pos.num_joints_in:
+        raise ValueError(f"--input: {prepared.num_joints} keypoints per frame, the checkpoint's model takes "
+                         f"{model_pos.num_joints_in}")
     j_out = model_pos.num_joints_out
     joints_left, joints_right = meta.get("joints_left"), meta.get("joints_right")
     if joints_left is None:
         if j_out != H36M_17.num_joints:
-            raise ValueError(f"checkpoint: {j_out} output joints and no recorded flip symmetry; use -no-tta")
+            raise ValueError(f"--model: {j_out} output joints and no recorded flip symmetry; use -no-tta")
         joints_left, joints_right = list(H36M_17.joints_left), list(H36M_17.joints_right)
-    video_meta = kp.metadata.get("video_metadata") or {}
 
     pad = (model_pos.receptive_field() - 1) // 2
     dev = torch.device(args.device)
     ac = torch.bfloat16 if args.precision == "bf16" else None
-    out3d: dict = {}
+    outputs = []
     count = frames = 0
-    for subject, actions in kp.positions.items():
-        if args.resolution is not None:
-            w, h = args.resolution
-        elif subject in video_meta:
-            w, h = int(video_meta[subject]["w"]), int(video_meta[subject]["h"])
-        else:
-            raise ValueError(f"--input: no resolution for video {subject!r} (metadata has no video_metadata entry); "
-                             f"pass --resolution W H")
-        out3d[subject] = {}
-        for action, cams in actions.items():
-            res = []
-            for arr in cams:
-                if arr is None:
-                    res.append(None)
-                    continue
-                x = np.asarray(normalize_screen_coordinates(np.asarray(arr, dtype=np.float32), w=w, h=h),
-                               dtype=np.float32)
-                if convert == "coco-to-h36m":
-                    x = coco_to_h36m(x)
-                seqset = SequenceSet([x], pad=pad, causal_shift=pad if model_pos.causal else 0, kps_left=kps_left,
-                                     kps_right=kps_right, device=dev)
-                pred = seqset.predict_tta(model_pos, (joints_left, joints_right), args.test_time_augmentation,
-                                          autocast_dtype=ac)
-                if model_traj is not None:
-                    pred = pred + seqset.predict_tta(model_traj, None, args.test_time_augmentation, autocast_dtype=ac)
-                res.append(pred.cpu().numpy().astype(np.float32))
-                count += 1
-                frames += x.shape[0]
-            out3d[subject][action] = res
-    dst = Path(args.output) if args.output else src.with_name(src.stem + "_3d.npz")
-    metadata = {"num_joints": j_out, "layout_name": "h36m" if j_out == 17 else f"{j_out}-joint",
-                "parents": list(meta.get("parents", H36M_17.parents if j_out == 17 else [])),
-                "joints_symmetry": [list(joints_left), list(joints_right)], "units": "m",
-                "space": "camera", "trajectory": model_traj is not None, "input": str(src),
-                "checkpoint": str(ckpt_file), "converted": convert, "test_time_augmentation": args.test_time_augmentation}
-    atomic_savez(dst, positions_3d=object_entry(out3d), metadata=object_entry(metadata))
-    log(f"Lifted {count} sequence(s), {frames} frames ({layout_in} keypoints"
-        f"{', converted to h36m' if convert == 'coco-to-h36m' else ''}) -> {dst}")
-    return {"output": str(dst), "sequences": count, "frames": frames, "converted": convert}
+    for _, _, _, x in prepared.entries:
+        if x is None:
+            outputs.append(None)
+            continue
+        seqset = SequenceSet([x], pad=pad, causal_shift=pad if model_pos.causal else 0, kps_left=prepared.kps_left,
+                             kps_right=prepared.kps_right, device=dev)
+        pred = seqset.predict_tta(model_pos, (joints_left, joints_right), args.test_time_augmentation,
+                                  autocast_dtype=ac)
+        if model_traj is not None:
+            pred = pred + seqset.predict_tta(model_traj, None, args.test_time_augmentation, autocast_dtype=ac)
+        outputs.append(pred.cpu().numpy().astype(np.float32))
+        count += 1
+        frames += x.shape[0]
+    metadata = output_metadata(prepared, joints_out=j_out, parents=meta.get("parents"),
+                               joints_symmetry=[list(joints_left), list(joints_right)], trajectory=model_traj is not None,
+                               checkpoint=str(ckpt_file), test_time_augmentation=args.test_time_augmentation,
+                               command="infer")
+    atomic_savez(dst, positions_3d=object_entry(nest_outputs(prepared.entries, outputs)),
+                 metadata=object_entry(metadata))
+    log(f"Lifted {count} sequence(s), {frames} frames ({prepared.layout_in} keypoints"
+        f"{', converted to h36m' if prepared.convert == 'coco-to-h36m' else ''}) -> {dst}")
+    return {"output": str(dst), "sequences": count, "frames": frames, "converted": prepared.convert}
 
 
 def run(args) -> int:

@@ -62,7 +62,8 @@ from fastlift._optional import nvtx_range
 from fastlift.camera import project_to_2d, project_to_2d_linear
 from fastlift.model import TemporalModel, TemporalModelOptimized1f
 from fastlift.train.args import parse_architecture
-from fastlift.train.checkpoint import FORMAT, load_model_state, rng_state, save_checkpoint, set_rng_state
+from fastlift.train.checkpoint import (FORMAT, load_model_state, reference_random_state, rng_state, save_checkpoint,
+                                      set_rng_state)
 from fastlift.train.evaluate import SequenceSet, epoch_losses, write_json
 from fastlift.train.sampler import WindowSampler
 
@@ -395,7 +396,7 @@ class Trainer:
     def format_epoch(self, rec: dict) -> str:
         """One log line per epoch, in the reference's format (losses in mm, time in minutes)."""
         mm = lambda k: rec[k] * 1000  # noqa: E731
-        s = f"[{rec['epoch']}] time {rec['time'] / 60:.2f} lr {rec['lr']:f} 3d_train {mm('loss_3d_train'):f}"
+        s = f"[{rec['epoch']}] time {rec['time'] / 60:.2f} min lr {rec['lr']:f} 3d_train {mm('loss_3d_train'):f}"
         if "loss_3d_valid" in rec:
             s += f" 3d_eval {mm('loss_3d_train_eval'):f}"
             if self.semi:
@@ -423,15 +424,18 @@ class Trainer:
         x = np.arange(s, n) + 1
         paths = []
 
-        def plot(name, series, ylabel):
+        from matplotlib.ticker import MaxNLocator
+
+        def plot(name, series, ylabel, scale=1.0):
             fig = plt.figure()
             for key, style, color, label in series:
                 if key in h:
-                    plt.plot(x, np.asarray(h[key][s:]), style, color=color, label=label)
+                    plt.plot(x, np.asarray(h[key][s:]) * scale, style, color=color, label=label, marker=".")
             plt.legend()
             plt.ylabel(ylabel)
             plt.xlabel("Epoch")
             plt.xlim((s + 1, max(n, s + 2)))
+            plt.gca().xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
             path = self.checkpoint_dir / name
             tmp = path.with_name(f".{name}.tmp.png")
             fig.savefig(tmp)
@@ -440,11 +444,11 @@ class Trainer:
             paths.append(path)
 
         plot("loss_3d.png", [("loss_3d_train", "--", "C0", "3d train"), ("loss_3d_train_eval", "-", "C0",
-                             "3d train (eval)"), ("loss_3d_valid", "-", "C1", "3d valid (eval)")], "MPJPE (m)")
+                             "3d train (eval)"), ("loss_3d_valid", "-", "C1", "3d valid (eval)")], "MPJPE (mm)", 1000.0)
         if self.semi:
             plot("loss_traj.png", [("loss_traj_train", "--", "C0", "traj. train"), ("loss_traj_train_eval", "-", "C0",
                                    "traj. train (eval)"), ("loss_traj_valid", "-", "C1", "traj. valid (eval)")],
-                 "Mean distance (m)")
+                 "Mean distance (mm)", 1000.0)
             plot("loss_2d.png", [("loss_2d_train_labeled_eval", "-", "C0", "2d train labeled (eval)"),
                                  ("loss_2d_train_unlabeled", "--", "C1", "2d train unlabeled"),
                                  ("loss_2d_train_unlabeled_eval", "-", "C1", "2d train unlabeled (eval)"),
@@ -452,19 +456,23 @@ class Trainer:
         return paths
 
     # ------------------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict:  # noqa: D401 - layout in fastlift.train.checkpoint
         """The checkpoint (see :mod:`fastlift.train.checkpoint` for the layout)."""
         args = self.args
         return {
             "epoch": self.epoch,
             "lr": self.lr,
-            "random_state": self.sampler.state_dict(),
+            # What VideoPose3D's run.py expects here (it calls .permutation/.shuffle on it when resuming
+            # with -r); fastlift's own sampler state is under "fastlift"/"sampler".
+            "random_state": reference_random_state(args.seed, self.epoch),
             "optimizer": self.optimizer.state_dict(),
             "model_pos": self.model_pos_train.state_dict(),
             "model_traj": self.model_traj_train.state_dict() if self.semi else None,
-            "random_state_semi": self.semi_sampler.state_dict() if self.semi else None,
+            "random_state_semi": reference_random_state(args.seed, self.epoch, semi=True) if self.semi else None,
             "fastlift": {
                 "format": FORMAT,
+                "sampler": self.sampler.state_dict(),
+                "sampler_semi": self.semi_sampler.state_dict() if self.semi else None,
                 "architecture": architecture_record(args, self.exp),
                 "rng": rng_state(self.device),
                 "history": self.history,
@@ -499,10 +507,14 @@ class Trainer:
                 group["lr"] = self.lr
         fl = ckpt.get("fastlift")
         if isinstance(fl, dict):
-            if isinstance(ckpt.get("random_state"), dict):
-                self.sampler.load_state_dict(ckpt["random_state"])
-            if self.semi and isinstance(ckpt.get("random_state_semi"), dict):
-                self.semi_sampler.load_state_dict(ckpt["random_state_semi"])
+            # fastlift >= this layout keeps its sampler state under "fastlift"; earlier files had it
+            # under the reference's keys.
+            sampler = fl.get("sampler", ckpt.get("random_state"))
+            sampler_semi = fl.get("sampler_semi", ckpt.get("random_state_semi"))
+            if isinstance(sampler, dict):
+                self.sampler.load_state_dict(sampler)
+            if self.semi and isinstance(sampler_semi, dict):
+                self.semi_sampler.load_state_dict(sampler_semi)
             set_rng_state(fl["rng"], self.device)
             self.history = {k: list(v) for k, v in fl.get("history", {}).items()}
         else:

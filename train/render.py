@@ -10,8 +10,10 @@ ground truth the prediction is rotated upright with the camera's orientation and
 point is put on the floor.
 
 :func:`render_animation` draws with matplotlib (imported lazily; a clear error names the fix
-if it is missing) and writes ``.gif`` with pillow or ``.mp4`` with ffmpeg (which must be on
-``PATH``). The output is written to a temporary file and renamed into place.
+if it is missing) one frame at a time, with a progress bar, straight into the encoder (bounded
+memory): ``.gif`` frame by frame with pillow, ``.mp4`` through ffmpeg (on ``PATH``, or the binary
+of the ``imageio-ffmpeg`` package in the ``viz`` extra). The output is written to a temporary
+file and renamed into place.
 
 Background video (``--viz-video``): a ``.gif`` or a folder of images is read with pillow; any
 other file is decoded with ``ffprobe``/``ffmpeg`` (raw RGB frames through a pipe).
@@ -31,7 +33,7 @@ from fastlift._files import atomic_output
 from fastlift._optional import require
 from fastlift.skeleton import COCO_17, H36M_17, HUMANEVA_15
 
-__all__ = ["render_from_args", "render_animation", "read_video_frames", "downsample_frames"]
+__all__ = ["render_from_args", "render_animation", "read_video_frames", "downsample_frames", "ffmpeg_exe"]
 
 _LAYOUT_SKELETONS = {"h36m": H36M_17, "coco": COCO_17, "humaneva15": HUMANEVA_15}
 
@@ -107,9 +109,80 @@ def read_video_frames(path, skip: int = 0, limit: Optional[int] = None) -> list[
     return frames
 
 
+def ffmpeg_exe() -> Optional[str]:
+    """An ffmpeg executable: ``ffmpeg`` on PATH, else the one bundled with ``imageio-ffmpeg`` (the
+    ``viz`` extra), else None."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError, OSError):
+        return None
+
+
+class _Mp4Sink:
+    """Frames piped to ffmpeg as raw RGB (H.264, yuv420p): memory stays at one frame."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, bitrate: int):
+        exe = ffmpeg_exe()
+        if exe is None:
+            raise ValueError("--viz-output: writing .mp4 needs ffmpeg (not found on PATH; pip install imageio-ffmpeg, or "
+                             "'fastlift[viz]'), or write a .gif")
+        self.proc = subprocess.Popen(
+            [exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+             "-r", f"{fps:g}", "-i", "-", "-an", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264",
+             "-pix_fmt", "yuv420p", "-b:v", f"{bitrate}k", "-f", "mp4", str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def write(self, rgb: np.ndarray) -> None:
+        self.proc.stdin.write(np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+
+    def close(self, ok: bool) -> None:
+        self.proc.stdin.close()
+        err = self.proc.stderr.read().decode(errors="replace")
+        rc = self.proc.wait()
+        if ok and rc != 0:
+            raise ValueError(f"--viz-output: ffmpeg failed (exit {rc}): {' '.join(err.split())[:200]}")
+
+
+class _GifSink:
+    """An animated GIF written frame by frame (memory stays at one frame): every frame is mapped
+    onto one palette taken from the first frame (the figure's few flat colours)."""
+
+    def __init__(self, path: Path, fps: float):
+        self.image = require("PIL.Image", "--viz-output .gif")
+        from PIL import GifImagePlugin
+
+        self.gif = GifImagePlugin
+        self.f = open(path, "wb")
+        self.palette = None
+        self.duration = int(round(1000 / fps))
+
+    def write(self, rgb: np.ndarray) -> None:
+        im = self.image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+        if self.palette is None:
+            self.palette = im.quantize(colors=256, method=self.image.Quantize.MEDIANCUT)
+            header, _ = self.gif.getheader(self.palette, self.palette.getpalette(), {"loop": 0,
+                                                                                    "duration": self.duration})
+            for chunk in header:
+                self.f.write(chunk)
+        frame = im.quantize(palette=self.palette, dither=self.image.Dither.NONE)
+        for chunk in self.gif.getdata(frame, (0, 0), duration=self.duration, disposal=1):
+            self.f.write(chunk)
+
+    def close(self, ok: bool) -> None:
+        if ok:
+            self.f.write(b";")  # GIF trailer
+        self.f.close()
+
+
 def render_animation(keypoints: np.ndarray, poses: dict, skeleton, fps: float, output, *, keypoints_layout="h36m",
                      azimuth: float = 70.0, viewport=(1000, 1002), bitrate: int = 3000, limit: int = -1,
-                     downsample: int = 1, size: int = 5, video=None, video_skip: int = 0) -> Path:
+                     downsample: int = 1, size: int = 5, video=None, video_skip: int = 0,
+                     progress: Optional[bool] = None) -> Path:
     """Animate 2D keypoints next to one or more 3D pose sequences and write ``output``.
 
     Args:
@@ -118,7 +191,7 @@ def render_animation(keypoints: np.ndarray, poses: dict, skeleton, fps: float, o
             ..., "Ground truth": ...}``.
         skeleton: :class:`fastlift.skeleton.Skeleton` of the 3D poses (bones, left/right colours).
         fps: frame rate of the sequence (before ``downsample``).
-        output: ``.gif`` (pillow) or ``.mp4`` (ffmpeg) path.
+        output: ``.gif`` (pillow) or ``.mp4`` (ffmpeg: on PATH or from ``imageio-ffmpeg``) path.
         keypoints_layout: 2D layout name (``h36m``, ``coco``, ``humaneva15``) for the 2D bones.
         azimuth: camera azimuth in degrees (view direction of the 3D panels).
         viewport: ``(width, height)`` of the 2D panel in pixels.
@@ -127,21 +200,27 @@ def render_animation(keypoints: np.ndarray, poses: dict, skeleton, fps: float, o
         video: optional background frames (list of ``(H, W, 3)`` uint8) for the 2D panel.
         video_skip: unused here (frames are already skipped by :func:`read_video_frames`); kept
             so callers can pass the flag through.
+        progress: show a progress bar (default: when stderr is a terminal).
 
-    Returns the written path.
+    Frames are drawn one at a time and handed straight to the encoder (ffmpeg's pipe, or a GIF
+    written frame by frame), so memory does not grow with the number of frames. The file is
+    written to a temporary name and renamed into place. Returns the written path.
     """
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in (".gif", ".mp4"):
         raise ValueError(f"--viz-output: expected a .gif or .mp4 file name, got {str(output)!r}")
-    if suffix == ".mp4" and shutil.which("ffmpeg") is None:
-        raise ValueError("--viz-output: writing .mp4 needs ffmpeg on PATH (not found); install ffmpeg or write a .gif")
+    if suffix == ".mp4" and ffmpeg_exe() is None:
+        raise ValueError("--viz-output: writing .mp4 needs ffmpeg (not found on PATH; pip install imageio-ffmpeg, or "
+                         "'fastlift[viz]'), or write a .gif")
     if suffix == ".gif":
         require("PIL", "--viz-output .gif")
     matplotlib = require("matplotlib", "--render")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
+    from matplotlib.lines import Line2D
+
+    from fastlift._optional import progress as progress_bar
 
     keypoints = np.asarray(keypoints, dtype=np.float32)
     poses = {k: np.asarray(v, dtype=np.float32) for k, v in poses.items()}
@@ -166,12 +245,12 @@ def render_animation(keypoints: np.ndarray, poses: dict, skeleton, fps: float, o
     if n < 1:
         raise ValueError("--render: no frames left to render (check --viz-limit / --viz-downsample)")
 
-    fig = plt.figure(figsize=(size * (1 + len(poses)), size))
+    fig = plt.figure(figsize=(size * (1 + len(poses)), size), dpi=80)
     ax_in = fig.add_subplot(1, 1 + len(poses), 1)
     ax_in.get_xaxis().set_visible(False)
     ax_in.get_yaxis().set_visible(False)
     ax_in.set_axis_off()
-    ax_in.set_title("Input")
+    title_style = {"fontsize": 14, "fontweight": "bold", "ha": "center", "va": "top"}
     w, h = viewport
     ax_in.set_xlim(0, w)
     ax_in.set_ylim(h, 0)
@@ -198,7 +277,6 @@ def render_animation(keypoints: np.ndarray, poses: dict, skeleton, fps: float, o
         ax.set_xticklabels([])
         ax.set_yticklabels([])
         ax.set_zticklabels([])
-        ax.set_title(title)
         ls = []
         for j, parent in enumerate(skeleton.parents):
             if parent < 0:
@@ -209,6 +287,15 @@ def render_animation(keypoints: np.ndarray, poses: dict, skeleton, fps: float, o
             ls.append((ln, j, parent))
         axes_3d.append((ax, p))
         lines_3d.append(ls)
+    # Panel titles as figure text in a reserved top band (3D axes titles get clipped by their box).
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.1, top=0.88, wspace=0.05)
+    for ax, title in zip([ax_in] + [a for a, _ in axes_3d], ["Input (2D keypoints)", *poses]):
+        box = ax.get_position()
+        fig.text((box.x0 + box.x1) / 2, 0.97, title, **title_style)
+    fig.legend(handles=[Line2D([], [], color="red", lw=2, label="left side of the body"),
+                        Line2D([], [], color="black", lw=2, label="right side and spine"),
+                        Line2D([], [], color="pink", lw=2, marker="o", markerfacecolor="red", label="2D input")],
+               loc="lower center", ncol=3, fontsize=11, frameon=False)
 
     def update(i):
         if image is not None:
@@ -223,14 +310,25 @@ def render_animation(keypoints: np.ndarray, poses: dict, skeleton, fps: float, o
             for ln, j, parent in ls:
                 ln.set_data_3d([p[i, j, 0], p[i, parent, 0]], [p[i, j, 1], p[i, parent, 1]],
                                [p[i, j, 2], p[i, parent, 2]])
-        return []
 
-    fig.tight_layout()
-    anim = FuncAnimation(fig, update, frames=n, interval=1000 / fps, repeat=False)
+    import sys
+
+    show = sys.stderr.isatty() if progress is None else progress
     try:
-        writer = PillowWriter(fps=fps) if suffix == ".gif" else FFMpegWriter(fps=fps, metadata={}, bitrate=bitrate)
-        with atomic_output(output, suffix=suffix) as tmp:  # the writer picks its format from the suffix
-            anim.save(str(tmp), writer=writer)
+        fig.canvas.draw()
+        width, height = fig.canvas.get_width_height()
+        with atomic_output(output, suffix=suffix) as tmp:
+            sink = _Mp4Sink(tmp, width, height, fps, bitrate) if suffix == ".mp4" else _GifSink(tmp, fps)
+            ok = False
+            try:
+                for i in progress_bar(range(n), total=n, desc=f"rendering {output.name}", unit="frame",
+                                      disable=not show):
+                    update(i)
+                    fig.canvas.draw()
+                    sink.write(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+                ok = True
+            finally:
+                sink.close(ok)
     finally:
         plt.close(fig)
     return output
@@ -308,9 +406,10 @@ def render_from_args(args, exp, models, log=print) -> dict:
             limit = args.viz_limit * max(args.viz_downsample, 1) if args.viz_limit > 0 else None
             video = read_video_frames(args.viz_video, skip=args.viz_skip, limit=limit)
         fps = float(ds.fps) if ds.fps else 30.0
-        path = render_animation(kps_img, anim, ds.skeleton, fps, args.viz_output, keypoints_layout=exp.layout_name,
+        path = render_animation(kps_img, anim, ds.skeleton(), fps, args.viz_output, keypoints_layout=exp.layout_name,
                                 azimuth=float(cam.get("azimuth", 70.0)), viewport=(w, h), bitrate=args.viz_bitrate,
-                                limit=args.viz_limit, downsample=args.viz_downsample, size=args.viz_size, video=video)
+                                limit=args.viz_limit, downsample=args.viz_downsample, size=args.viz_size, video=video,
+                                progress=getattr(args, "progress", None))
         log(f"Wrote {path}")
         out["output"] = str(path)
     return out

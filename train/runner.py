@@ -36,6 +36,7 @@ def main(args, mode: str = "train", log: Callable[[str], None] = _log) -> dict:
     if mode == "render":
         args.render = True
     targs.validate(args, mode)
+    targs.check_outputs(args, mode)  # before any data or checkpoint is loaded
     result: dict = {}
     ckpt = None
     if args.evaluate or args.resume:

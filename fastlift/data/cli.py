@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    "detector-like 2D) in the VideoPose3D file layouts.")
     from fastlift.data.synthetic import DEFAULT_ACTIONS, DEFAULT_FRAMES, FAMILIES, SUBJECTS
 
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--overwrite", action="store_true", help="replace data files already in --out (default: refuse)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same data")
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="N",
                    help=f"frames per action at 50 fps (default {DEFAULT_FRAMES})")
@@ -42,8 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from fastlift.cli_common import CliError, check_output_dir
     from fastlift.data import synthetic
 
+    if args.frames < 1:
+        raise ValueError(f"--frames: expected a positive number of frames, got {args.frames}")
+    # Checked before the (long) generation: a bad or occupied output folder fails at once.
+    out = check_output_dir(args.out, "-o/--out")
+    names = (synthetic.FILE_3D, synthetic.FILE_2D_GT, synthetic.FILE_2D_DET, synthetic.MANIFEST)
+    taken = [n for n in names if (out / n).exists()]
+    if taken and not args.overwrite:
+        raise CliError(f"-o/--out: {str(out)!r} already holds {', '.join(taken)}; pass --overwrite to replace them")
     kwargs = {"seed": args.seed, "frames_per_action": args.frames}
     subjects = _names(args.subjects)
     if subjects:

@@ -155,8 +155,8 @@ class MocapDataset:
         """Frames per second (None if unknown)."""
         return self._fps
 
-    @property
     def skeleton(self) -> Skeleton:
+        """The 3D joints' skeleton (a method, as in VideoPose3D's ``MocapDataset.skeleton()``)."""
         return self._skeleton
 
     def subjects(self) -> list[str]:

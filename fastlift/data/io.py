@@ -1,7 +1,11 @@
 """Reading and writing the VideoPose3D ``.npz`` data files.
 
 The published files are ``np.savez_compressed`` archives whose entries are Python dicts stored
-as 0-d object arrays (so they need ``allow_pickle=True`` and ``.item()``):
+as 0-d object arrays (pickles). Pickles can run code, and these files are shared on the internet,
+so fastlift unpickles them with an allow-list (:func:`safe_unpickle`: dicts, lists, tuples,
+strings, numbers, booleans, None, numpy arrays/dtypes/scalars); anything else is refused with
+:class:`DisallowedPickle` unless the caller trusts the file (:func:`trusted_data`, the
+commands' ``--trust-data``):
 
 ``data_3d_<dataset>.npz``
     ``positions_3d``: subject -> action -> ``(T, J, 3)`` float32 world coordinates in metres
@@ -23,6 +27,9 @@ Everything here is numpy; nothing needs torch.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +41,10 @@ from fastlift._files import atomic_savez, object_entry
 
 __all__ = [
     "DataKeyError",
+    "DisallowedPickle",
+    "SafeNpz",
+    "safe_unpickle",
+    "trusted_data",
     "Keypoints2D",
     "read_positions_3d",
     "read_keypoints",
@@ -82,17 +93,140 @@ HUMANEVA15_METADATA = {
 CAMERA_REQUIRED_KEYS = ("orientation", "translation", "center", "focal_length", "res_w", "res_h")
 
 
+# ----------------------------------------------------------------------------- safe unpickling
+class DisallowedPickle(ValueError):
+    """A data file's pickled entry needs a Python object outside the allow-list (see :func:`safe_unpickle`)."""
+
+
+#: Whether pickled objects outside the allow-list may be loaded (``--trust-data``); see :func:`trusted_data`.
+_TRUST_DATA: contextvars.ContextVar[bool] = contextvars.ContextVar("fastlift_trust_data", default=False)
+
+
+@contextlib.contextmanager
+def trusted_data(trust: bool = True):
+    """Within the block, data files may unpickle any Python object (the commands' ``--trust-data``)."""
+    token = _TRUST_DATA.set(bool(trust))
+    try:
+        yield
+    finally:
+        _TRUST_DATA.reset(token)
+
+
+def _allowed_globals() -> dict:
+    """``(module, name) -> object`` that a data file's pickle may reference.
+
+    Containers and scalars (dict, list, tuple, str, bytes, int, float, complex, bool; ``None``
+    needs no global), numpy arrays (``ndarray`` + ``_reconstruct``/``_frombuffer`` under the
+    numpy 1.x ``numpy.core`` and 2.x ``numpy._core`` names), ``numpy.dtype`` and the dtype
+    classes, numpy scalars (``multiarray.scalar``), and ``_codecs.encode`` (how protocol-2
+    pickles spell bytes). Nothing that runs code, opens files or imports modules.
+    """
+    import builtins
+    import codecs
+
+    try:
+        import numpy._core.multiarray as multiarray
+        import numpy._core.numeric as numeric
+    except ImportError:  # numpy < 2
+        import numpy.core.multiarray as multiarray
+        import numpy.core.numeric as numeric
+    out = {("builtins", n): getattr(builtins, n) for n in
+           ("dict", "list", "tuple", "str", "bytes", "bytearray", "int", "float", "complex", "bool")}
+    out[("_codecs", "encode")] = codecs.encode
+    out[("numpy", "ndarray")] = np.ndarray
+    out[("numpy", "dtype")] = np.dtype
+    for mod in ("numpy.core", "numpy._core"):
+        out[(f"{mod}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        out[(f"{mod}.multiarray", "scalar")] = multiarray.scalar
+        if hasattr(numeric, "_frombuffer"):
+            out[(f"{mod}.numeric", "_frombuffer")] = numeric._frombuffer
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        for name in dir(dtypes):
+            if name.endswith("DType") and name not in ("ObjectDType", "VoidDType"):
+                out[("numpy.dtypes", name)] = getattr(dtypes, name)
+    return out
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def __init__(self, fp, allowed: dict):
+        super().__init__(fp, encoding="latin1")
+        self._allowed = allowed
+
+    def find_class(self, module, name):
+        obj = self._allowed.get((module, name))
+        if obj is None:
+            raise DisallowedPickle(f"{module}.{name}")
+        return obj
+
+
+def safe_unpickle(fp):
+    """Unpickle ``fp`` allowing only plain data (see :func:`_allowed_globals`); raises
+    :class:`DisallowedPickle` (message: the refused ``module.name``) for anything else."""
+    return _SafeUnpickler(fp, _allowed_globals()).load()
+
+
+class SafeNpz:
+    """A read-only view of an ``.npz`` archive that unpickles object entries with :func:`safe_unpickle`.
+
+    ``files`` lists the entries; ``npz[key]`` reads one (numeric arrays with numpy's own reader,
+    ``allow_pickle=False``; object arrays through the allow-list unless ``trust``). A refused
+    entry raises :class:`DisallowedPickle` naming the file, the entry and the refused object.
+    """
+
+    def __init__(self, path, what: str, trust: bool):
+        self.path, self.what, self.trust = Path(path), what, trust
+        self._zip = zipfile.ZipFile(self.path)
+        names = [n for n in self._zip.namelist() if n.endswith(".npy")]
+        self._members = {n[:-4]: n for n in names}
+        self.files = list(self._members)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._zip.close()
+
+    def __contains__(self, key) -> bool:
+        return key in self._members
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        with self._zip.open(self._members[key]) as f:
+            version = np.lib.format.read_magic(f)
+            _, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(f))
+            if not dtype.hasobject:
+                f.seek(0)
+                return np.lib.format.read_array(f, allow_pickle=False)
+            if self.trust:
+                f.seek(0)
+                return np.lib.format.read_array(f, allow_pickle=True)
+            try:
+                arr = safe_unpickle(f)
+            except DisallowedPickle as exc:
+                raise DisallowedPickle(
+                    f"{self.what}: entry {key!r} of {str(self.path)!r} needs the Python object {exc}, which data files "
+                    f"may not load (only dicts, lists, tuples, strings, numbers, booleans, None and numpy arrays); "
+                    f"if you trust this file, pass --trust-data") from None
+            if not isinstance(arr, np.ndarray):
+                raise ValueError(f"{self.what}: entry {key!r} of {str(self.path)!r} is not a numpy array "
+                                 f"(got {type(arr).__name__})")
+            return arr
+
+
 # ----------------------------------------------------------------------------- helpers
-def _open_npz(path, what: str):
+def _open_npz(path, what: str, trust: bool | None = None):
+    """Open a data ``.npz`` for reading with safe unpickling (``trust``: None = the ``--trust-data``
+    context of :func:`trusted_data`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what}: file {str(path)!r} does not exist")
     if path.is_dir():
         raise FileNotFoundError(f"{what}: {str(path)!r} is a directory, expected a .npz file")
-    if not zipfile.is_zipfile(path):  # never hand a non-archive to np.load(allow_pickle=True)
+    if not zipfile.is_zipfile(path):
         raise ValueError(f"{what}: {str(path)!r} is not a readable .npz archive (not a zip file)")
     try:
-        return np.load(path, allow_pickle=True)
+        return SafeNpz(path, what, _TRUST_DATA.get() if trust is None else bool(trust))
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{what}: {str(path)!r} is not a readable .npz archive ({exc})") from exc
 
@@ -100,7 +234,14 @@ def _open_npz(path, what: str):
 def _get_entry(npz, key: str, path, what: str, expect_dict: bool = True):
     if key not in npz.files:
         raise DataKeyError(f"{what}: {str(path)!r} has no {key!r} entry (entries: {sorted(npz.files)})")
-    arr = npz[key]
+    try:
+        arr = npz[key]
+    except DisallowedPickle:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, AttributeError, TypeError,
+            IndexError, KeyError, MemoryError) as exc:  # a damaged entry: pickle/numpy raise many types
+        raise ValueError(f"{what}: entry {key!r} of {str(path)!r} is damaged or not a numpy array "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     if arr.dtype == object and arr.shape == ():
         value = arr.item()
     else:
@@ -235,7 +376,7 @@ def check_camera_entry(cam: Any, where: str = "camera") -> dict:
 
 
 # ----------------------------------------------------------------------------- 3D
-def read_positions_3d(path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[dict]] | None]:
+def read_positions_3d(path, trust: bool | None = None) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[dict]] | None]:
     """Read a ``data_3d_*.npz`` file.
 
     Returns ``(positions_3d, cameras)``: ``positions_3d[subject][action]`` is a ``(T, J, 3)``
@@ -243,12 +384,13 @@ def read_positions_3d(path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str,
     optional ``cameras`` entry (subject -> list of camera dicts checked by
     :func:`check_camera_entry`) or ``None``.
 
-    Raises FileNotFoundError (no file), :class:`DataKeyError` (no ``positions_3d`` entry) and
-    ValueError (bad layout, shapes, NaN/inf, inconsistent joint counts), naming the file and the
-    subject/action.
+    Raises FileNotFoundError (no file), :class:`DataKeyError` (no ``positions_3d`` entry),
+    :class:`DisallowedPickle` (a pickled object outside the allow-list, unless ``trust``; None:
+    the :func:`trusted_data` context) and ValueError (bad layout, shapes, NaN/inf, inconsistent
+    joint counts), naming the file and the subject/action.
     """
     what = "3D positions"
-    with _open_npz(path, what) as npz:
+    with _open_npz(path, what, trust) as npz:
         raw = _get_entry(npz, "positions_3d", path, what)
         cams_raw = _get_entry(npz, "cameras", path, what) if "cameras" in npz.files else None
     positions: dict[str, dict[str, np.ndarray]] = {}
@@ -453,16 +595,17 @@ class Keypoints2D:
         return subject in self.positions
 
 
-def read_keypoints(path, require_video_metadata: bool = False) -> Keypoints2D:
+def read_keypoints(path, require_video_metadata: bool = False, trust: bool | None = None) -> Keypoints2D:
     """Read a ``data_2d_*.npz`` file as stored (pixel coordinates), checking its layout.
 
     Checks: entries ``positions_2d`` and ``metadata`` exist; metadata is complete; every
     per-camera array is ``(T, num_joints, 2)``, finite (no NaN/inf), non-empty; an optional
     ``confidence`` entry matches the keypoints' shapes. Errors name the file, subject, action
-    and camera.
+    and camera. Pickled entries are read with the allow-list of :func:`safe_unpickle` unless
+    ``trust`` (None: the :func:`trusted_data` context, i.e. ``--trust-data``).
     """
     what = "2D keypoints"
-    with _open_npz(path, what) as npz:
+    with _open_npz(path, what, trust) as npz:
         raw = _get_entry(npz, "positions_2d", path, what)
         md_raw = _get_entry(npz, "metadata", path, what)
         conf_raw = _get_entry(npz, "confidence", path, what) if "confidence" in npz.files else None

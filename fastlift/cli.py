@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)
     args = parser.parse_args(argv)
+    args._argv = argv  # the raw flags, for subcommands that re-launch themselves (train --nproc-per-node)
     if getattr(args, "command", None) is None:
         parser.print_help()
         return 2

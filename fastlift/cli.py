@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)
     args, extra = parser.parse_known_args(argv)
+    args._argv = argv  # the raw flags, for subcommands that re-launch themselves (train --nproc-per-node)
     if getattr(args, "command", None) is None:
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

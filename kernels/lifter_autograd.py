@@ -33,6 +33,7 @@ import torch
 
 from fastlift.kernels.bn_act import bn_act_materialize
 from fastlift.kernels.bn_stats import bn_eval_coefficients, bn_finalize
+from fastlift.kernels.bn_sync import bn_finalize_synced, current_bn_sync
 from fastlift.kernels.plan import ConvGeom, LifterPlan
 from fastlift.kernels.tconv_dgrad import tconv_dgrad
 from fastlift.kernels.tconv_fwd import stats_tile_rows, tconv_fwd
@@ -134,6 +135,8 @@ class LifterFunction(torch.autograd.Function):
         ws = pack_weight(shrink_w, act)
         bias = shrink_b.detach().float()
         states = []
+        # Synced BatchNorm (fastlift.kernels.bn_sync): statistics of the whole process group's batch.
+        sync = current_bn_sync() if training else None
 
         def conv_bn(l, inp, pro: Optional[_BN]):
             g = geoms[l]
@@ -149,7 +152,8 @@ class LifterFunction(torch.autograd.Function):
             if training:
                 m = z.shape[0] * z.shape[1]
                 tile = stats_tile_rows(m, z.shape[2], inp.shape[2] * g.taps, act, z.device)
-                st.mean, st.invstd, st.scale, _ = bn_finalize(
+                finalize = bn_finalize if sync is None else lambda *a: bn_finalize_synced(sync, *a)
+                st.mean, st.invstd, st.scale, _ = finalize(
                     psum, pm2, m, tile, gamma.detach(), beta.detach(), rm, rv, nbt, momenta[l], plan.eps)
             else:
                 st.mean, st.invstd, st.scale, _ = bn_eval_coefficients(gamma, beta, rm, rv, plan.eps)
@@ -174,7 +178,7 @@ class LifterFunction(torch.autograd.Function):
                                seed=seed_used, p=p_eff, salt=last.salt, **_shrink_input(plan, block_inputs))
 
         # Only tensors handed to save_for_backward cross into backward (torch.compile-friendly).
-        ctx.plan, ctx.training, ctx.p = plan, training, p_eff
+        ctx.plan, ctx.training, ctx.p, ctx.bn_sync = plan, training, p_eff, sync
         ctx.n_blocks_in = len(block_inputs)
         ctx.save_for_backward(x, seed_used, ws, *block_inputs, *weights,
                               *[t for st in states for t in (st.z, st.mean, st.invstd, st.scale, st.shift)], *params)
@@ -182,7 +186,7 @@ class LifterFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
-        plan, p, training = ctx.plan, ctx.p, ctx.training
+        plan, p, training, sync = ctx.plan, ctx.p, ctx.training, ctx.bn_sync
         saved = ctx.saved_tensors
         x, seed, ws = saved[0], saved[1], saved[2]
         nb, nl = ctx.n_blocks_in, plan.num_bn
@@ -213,6 +217,8 @@ class LifterFunction(torch.autograd.Function):
             dbeta[l], dgamma[l] = sgu, sguz
             if training:
                 n = st.z.shape[0] * st.z.shape[1]
+                if sync is not None:  # batch means over every rank's rows; dgamma/dbeta stay local (DDP sums them)
+                    sgu, sguz, n = sync.reduce_sums(sgu, sguz, torch.tensor(float(n), device=sgu.device))
                 m1, m2 = sgu / n, sguz / n
             else:  # running statistics are constants: no gradient through the batch mean/variance
                 m1 = m2 = torch.zeros_like(st.scale)

@@ -23,6 +23,12 @@ output; no swap for the one-joint trajectory model).
 The final table groups sequences by the first word of their action name (``"Walking 1"`` and
 ``"Walking 2"`` are both ``"Walking"``) and reports each group's frame-weighted errors and the
 unweighted mean over groups (the "action-wise average" of the papers), optionally per subject.
+
+Data-parallel evaluation (``dist``, a :class:`fastlift.train.distributed.DistContext` with more
+than one rank): the packed sequences are cut into the same forward calls as in one process; rank
+``r`` runs the ``r``-th contiguous block of calls and the outputs are gathered in call order, so
+every rank holds exactly the single-process prediction and computes the metrics from it with the
+same code: the numbers are those of a single-process evaluation.
 """
 from __future__ import annotations
 
@@ -132,12 +138,13 @@ class SequenceSet:
     # ------------------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict(self, model, flip: bool = False, frames_per_call: Optional[int] = None,
-                autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                autocast_dtype: Optional[torch.dtype] = None, dist=None) -> torch.Tensor:
         """Run ``model`` (a dilated/dense lifter, in the mode it is in) over every sequence.
 
         Returns ``(N, J_out, 3)`` float32 predictions, frame ``t`` of sequence ``i`` at row
         ``sum(lengths[:i]) + t``. ``flip=True`` runs the mirrored bank (the output is *not*
         un-mirrored here). ``frames_per_call`` caps the input frames of one forward call.
+        ``dist``: share the forward calls among data-parallel ranks (see the module docstring).
         """
         if flip and not self.can_flip:
             raise ValueError("flip: this SequenceSet was built without kps_left/kps_right")
@@ -163,25 +170,34 @@ class SequenceSet:
         ctx = (torch.autocast(self.device.type, dtype=autocast_dtype) if autocast_dtype is not None
                else contextlib.nullcontext())
         outs = []
+        calls = list(range(0, n_chunks, k))
+        sharded = dist is not None and dist.enabled
+        if sharded:
+            lo, hi = dist.block(len(calls))
+            calls = calls[lo:hi]
         with ctx:
-            for k0 in range(0, n_chunks, k):
+            for k0 in calls:
                 x = view[k0:k0 + k].reshape(-1, c + rf - 1, bank.shape[1], bank.shape[2])
                 y = model(x)
                 outs.append(y.reshape(-1, y.shape[-2], 3).float())
-        out = torch.cat(outs)[:n_out]
+        if sharded:
+            local = torch.cat(outs) if outs else bank.new_zeros((0, model.num_joints_out, 3), dtype=torch.float32)
+            out = dist.gather_rows(local)[:n_out]
+        else:
+            out = torch.cat(outs)[:n_out]
         return out[self._starts]
 
     @torch.no_grad()
     def predict_tta(self, model, swap_joints: Sequence[Sequence[int]] | None, tta: bool = True,
-                    frames_per_call: Optional[int] = None, autocast_dtype=None) -> torch.Tensor:
+                    frames_per_call: Optional[int] = None, autocast_dtype=None, dist=None) -> torch.Tensor:
         """Prediction averaged with the un-mirrored prediction of the mirrored input (``tta``).
 
         ``swap_joints``: ``(joints_left, joints_right)`` of the output, or None (trajectory model).
         """
-        pred = self.predict(model, False, frames_per_call, autocast_dtype)
+        pred = self.predict(model, False, frames_per_call, autocast_dtype, dist)
         if not tta:
             return pred
-        pf = self.predict(model, True, frames_per_call, autocast_dtype)
+        pf = self.predict(model, True, frames_per_call, autocast_dtype, dist)
         pf[..., 0] *= -1
         if swap_joints is not None:
             jl, jr = list(swap_joints[0]), list(swap_joints[1])
@@ -256,17 +272,19 @@ def _table(errors, lengths, labels, seqs) -> dict:
 
 
 def final_evaluation(seqset: SequenceSet, model_pos, joints_left, joints_right, *, tta: bool = True,
-                     by_subject: bool = False, model_traj=None, frames_per_call=None, autocast_dtype=None) -> dict:
+                     by_subject: bool = False, model_traj=None, frames_per_call=None, autocast_dtype=None,
+                     dist=None) -> dict:
     """The reference's final evaluation on ``seqset`` (which must have 3D poses).
 
     Returns a JSON-ready dict (millimetres): ``actions`` (per action group: mpjpe, p_mpjpe,
     n_mpjpe, mpjve, frames, sequences), ``action_mean`` (unweighted mean over groups),
     ``all_frames`` (frame-weighted over everything), optionally ``by_subject`` (the same per
-    subject) and ``trajectory`` (mean root position error of ``model_traj`` in mm).
+    subject) and ``trajectory`` (mean root position error of ``model_traj`` in mm). ``dist``:
+    data-parallel ranks share the inference (same numbers on every rank).
     """
     if seqset.poses_3d is None:
         raise ValueError("seqset: evaluation needs 3D ground truth")
-    pred = seqset.predict_tta(model_pos, (joints_left, joints_right), tta, frames_per_call, autocast_dtype)
+    pred = seqset.predict_tta(model_pos, (joints_left, joints_right), tta, frames_per_call, autocast_dtype, dist)
     errors = sequence_errors(pred, seqset.poses_3d, seqset.seq_id, seqset.lengths)
     all_seqs = list(range(len(seqset.lengths)))
     report = {"units": "mm", "test_time_augmentation": bool(tta), "frames": seqset.num_frames}
@@ -277,7 +295,7 @@ def final_evaluation(seqset: SequenceSet, model_pos, joints_left, joints_right, 
             subjects.setdefault(str(lab[0]), []).append(i)
         report["by_subject"] = {s: _table(errors, seqset.lengths, seqset.labels, idx) for s, idx in subjects.items()}
     if model_traj is not None:
-        traj = seqset.predict_tta(model_traj, None, tta, frames_per_call, autocast_dtype)
+        traj = seqset.predict_tta(model_traj, None, tta, frames_per_call, autocast_dtype, dist)
         report["trajectory"] = {"mean_error": float(metrics.mpjpe(traj, seqset.trajectory.float())) * 1000}
     return report
 
@@ -294,7 +312,8 @@ def mean_pose_baseline(train_poses_3d, test_poses_3d) -> float:
 
 # ----------------------------------------------------------------------------------------- quick losses
 @torch.no_grad()
-def epoch_losses(seqset: SequenceSet, model_pos, model_traj=None, frames_per_call=None, autocast_dtype=None) -> dict:
+def epoch_losses(seqset: SequenceSet, model_pos, model_traj=None, frames_per_call=None, autocast_dtype=None,
+                 dist=None) -> dict:
     """The reference's per-epoch evaluation losses on ``seqset`` (metres / screen units, no TTA).
 
     ``loss_3d``: frame-weighted MPJPE; with ``model_traj``: ``loss_traj`` (trajectory MPJPE) and
@@ -302,11 +321,11 @@ def epoch_losses(seqset: SequenceSet, model_pos, model_traj=None, frames_per_cal
     camera model, of the predicted pose + trajectory).
     """
     out = {}
-    pred = seqset.predict(model_pos, False, frames_per_call, autocast_dtype)
+    pred = seqset.predict(model_pos, False, frames_per_call, autocast_dtype, dist)
     if seqset.poses_3d is not None:
         out["loss_3d"] = float(metrics.mpjpe(pred, seqset.poses_3d.float()))
     if model_traj is not None:
-        traj = seqset.predict(model_traj, False, frames_per_call, autocast_dtype)
+        traj = seqset.predict(model_traj, False, frames_per_call, autocast_dtype, dist)
         if seqset.trajectory is not None:
             out["loss_traj"] = float(metrics.mpjpe(traj, seqset.trajectory.float()))
         if seqset.cameras is not None:

@@ -64,6 +64,7 @@ from fastlift.model import TemporalModel, TemporalModelOptimized1f
 from fastlift.train.args import parse_architecture
 from fastlift.train.checkpoint import (FORMAT, load_model_state, reference_random_state, rng_state, save_checkpoint,
                                       set_rng_state)
+from fastlift.train.distributed import SINGLE, DistContext, convert_sync_batchnorm, wrap_ddp
 from fastlift.train.evaluate import SequenceSet, epoch_losses, write_json
 from fastlift.train.sampler import WindowSampler
 
@@ -74,6 +75,7 @@ FINAL_MOMENTUM = 0.001
 
 # Per-purpose offsets mixed into --seed so that every RNG stream is distinct but reproducible.
 _SEED_SAMPLER, _SEED_SEMI = 3, 4
+_SEED_RANK = 1000  # + rank: torch's generator (dropout) of data-parallel ranks other than 0
 
 
 def derive_seed(seed: int, purpose: int) -> int:
@@ -155,19 +157,24 @@ class Trainer:
             ``--no-eval``; ``semi`` for semi-supervised training).
         log: callable taking one line of text (default: print to stdout).
         progress: show progress bars (default: ``args.progress`` or whether stderr is a TTY).
+        dist: the :class:`fastlift.train.distributed.DistContext` of a data-parallel run (default:
+            one process). Models are wrapped in DDP, each rank trains on its share of every global
+            batch, per-epoch numbers are global, and only rank 0 writes files.
 
     Attributes: ``models`` (dict, see :func:`build_models`), ``optimizer``, ``sampler``,
     ``semi_sampler``, ``epoch`` (completed epochs), ``lr``, ``history`` (per-epoch lists, metres).
     """
 
-    def __init__(self, args, exp, log: Callable[[str], None] = print, progress: Optional[bool] = None):
+    def __init__(self, args, exp, log: Callable[[str], None] = print, progress: Optional[bool] = None,
+                 dist: DistContext = SINGLE):
         if exp.train is None:
             raise ValueError("exp: the experiment has no training split (load it with need_train=True)")
         self.args, self.exp, self.log = args, exp, log
+        self.dist = dist
         self.device = torch.device(args.device)
         self.semi = exp.semi is not None
-        self.show_progress = bool(progress if progress is not None else
-                                  (args.progress if args.progress is not None else sys.stderr.isatty()))
+        self.show_progress = dist.is_main and bool(progress if progress is not None else
+                                                   (args.progress if args.progress is not None else sys.stderr.isatty()))
         self.autocast_dtype = torch.bfloat16 if args.precision == "bf16" else None
         seed = int(args.seed)
         torch.manual_seed(seed)
@@ -179,6 +186,16 @@ class Trainer:
         self.model_pos = self.models["model_pos"]
         self.model_traj_train = self.models.get("model_traj_train")
         self.model_traj = self.models.get("model_traj")
+        sync_bn = dist.enabled and dist.sync_bn
+        if sync_bn:  # the reference path's BatchNorm layers; the kernel path syncs inside wrap_ddp
+            convert_sync_batchnorm(self.model_pos_train, self.device)
+            if self.semi:
+                convert_sync_batchnorm(self.model_traj_train, self.device)
+        # What the training step calls: DDP replicas (gradients averaged over ranks) or the models.
+        self._pos_step = wrap_ddp(self.model_pos_train, dist, self.device, sync_bn)
+        self._traj_step = wrap_ddp(self.model_traj_train, dist, self.device, sync_bn) if self.semi else None
+        if dist.rank > 0:  # same initial weights on every rank, independent dropout masks
+            torch.manual_seed(derive_seed(seed, _SEED_RANK + dist.rank))
         params = list(self.model_pos_train.parameters())
         if self.semi:
             params += list(self.model_traj_train.parameters())
@@ -192,7 +209,8 @@ class Trainer:
         common = dict(chunk_length=args.stride, pad=self.pad, causal_shift=self.causal_shift,
                       batch_size=args.batch_size // args.stride, augment=args.data_augmentation,
                       kps_left=exp.kps_left, kps_right=exp.kps_right, joints_left=exp.joints_left,
-                      joints_right=exp.joints_right, device=self.device)
+                      joints_right=exp.joints_right, device=self.device, rank=dist.rank,
+                      world_size=dist.world_size)
         tr = exp.train
         self.sampler = WindowSampler(tr.poses_2d, tr.poses_3d, tr.cameras if self.semi else None,
                                      seed=derive_seed(seed, _SEED_SAMPLER), **common)
@@ -248,13 +266,13 @@ class Trainer:
         args = self.args
         n_lab = batch.inputs_2d.shape[0]
         with self._autocast():
-            pred = self.model_pos_train(x_cat)
+            pred = self._pos_step(x_cat)
         pred = pred.float()
         loss_3d = torch.mean(torch.linalg.vector_norm(pred[:n_lab] - batch.poses_3d, dim=-1))
         total, loss_traj, loss_2d = loss_3d, None, None
         if self.semi:
             with self._autocast():
-                traj = self.model_traj_train(x_cat)
+                traj = self._traj_step(x_cat)
             traj = traj.float()
             w = 1.0 / batch.trajectory[..., 2]  # (B, L, 1): weight inversely proportional to depth
             loss_traj = torch.mean(w * torch.linalg.vector_norm(traj[:n_lab] - batch.trajectory, dim=-1))
@@ -308,6 +326,13 @@ class Trainer:
                 n_unl = unl.inputs_2d.shape[0]
                 s2d += loss_2d.detach() * (n_unl * L)
                 n_semi += n_unl * L
+            if self.dist.enabled:
+                # DDP averages gradients over ranks; weighting this rank's labelled mean losses by
+                # W * n_rank / n_global makes the average the gradient of the global-batch mean
+                # (the shares differ only in an epoch's last batch).
+                w = self.dist.world_size * n_lab / self.sampler.global_batch_items(step) - 1.0
+                if w != 0.0:
+                    total = total + w * (loss_3d + (loss_traj if loss_traj is not None else 0.0))
             with nvtx_range("backward"):
                 total.backward()
             with nvtx_range("optimizer"):
@@ -325,6 +350,9 @@ class Trainer:
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t0
+        if self.dist.enabled:  # global numbers: sums over ranks, the slowest rank's time
+            s3d, straj, s2d, n_frames, n_semi = self.dist.all_reduce_sum([s3d, straj, s2d, n_frames, n_semi], dev)
+            elapsed = self.dist.all_reduce_max(elapsed, dev)
         out = {"loss_3d_train": float(s3d) / max(n_frames, 1), "train_time": elapsed,
                "train_frames_per_s": n_frames / max(elapsed, 1e-9)}
         if self.semi:
@@ -348,13 +376,14 @@ class Trainer:
             return out
         fpc, ac = self.args.eval_frames, self.autocast_dtype
         mt = self.model_traj if self.semi else None
-        v = epoch_losses(self.eval_sets["valid"], self.model_pos, mt, fpc, ac)
-        t = epoch_losses(self.eval_sets["train"], self.model_pos, mt, fpc, ac)
+        d = self.dist
+        v = epoch_losses(self.eval_sets["valid"], self.model_pos, mt, fpc, ac, dist=d)
+        t = epoch_losses(self.eval_sets["train"], self.model_pos, mt, fpc, ac, dist=d)
         out["loss_3d_valid"], out["loss_3d_train_eval"] = v["loss_3d"], t["loss_3d"]
         if self.semi:
             out["loss_traj_valid"], out["loss_traj_train_eval"] = v["loss_traj"], t["loss_traj"]
             out["loss_2d_valid"], out["loss_2d_train_labeled_eval"] = v["loss_2d"], t["loss_2d"]
-            s = epoch_losses(self.eval_sets["semi"], self.model_pos, mt, fpc, ac)
+            s = epoch_losses(self.eval_sets["semi"], self.model_pos, mt, fpc, ac, dist=d)
             out["loss_2d_train_unlabeled_eval"] = s["loss_2d"]
         return out
 
@@ -362,7 +391,8 @@ class Trainer:
     def fit(self, on_epoch_end: Optional[Callable[["Trainer"], None]] = None) -> dict:
         """Train from ``self.epoch`` to ``args.epochs``; returns the history."""
         args = self.args
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.set_momentum()
         while self.epoch < args.epochs:
             start = time.perf_counter()
@@ -383,11 +413,15 @@ class Trainer:
             self.set_momentum()
             if self.epoch % args.checkpoint_frequency == 0 or self.epoch == args.epochs:
                 path = self.checkpoint_dir / f"epoch_{self.epoch}.bin"
-                save_checkpoint(path, self.state_dict())
-                self.log(f"Saving checkpoint to {path}")
-            write_json(self.checkpoint_dir / "history.json", self.history)
-            if args.export_training_curves and self.epoch >= 2:
-                self.export_curves()
+                state = self.state_dict()  # collective under DDP (every rank's RNG state)
+                if self.dist.is_main:
+                    save_checkpoint(path, state)
+                    self.log(f"Saving checkpoint to {path}")
+                self.dist.barrier()  # no rank runs ahead of a checkpoint an elastic restart would resume
+            if self.dist.is_main:
+                write_json(self.checkpoint_dir / "history.json", self.history)
+                if args.export_training_curves and self.epoch >= 2:
+                    self.export_curves()
             if on_epoch_end is not None:
                 on_epoch_end(self)
         self.sync_eval_models()
@@ -459,6 +493,9 @@ class Trainer:
     def state_dict(self) -> dict:  # noqa: D401 - layout in fastlift.train.checkpoint
         """The checkpoint (see :mod:`fastlift.train.checkpoint` for the layout)."""
         args = self.args
+        d = self.dist
+        # Every rank's RNG states (dropout masks differ per rank); collective under DDP.
+        rng_ranks = d.all_gather_object(rng_state(self.device)) if d.enabled else None
         return {
             "epoch": self.epoch,
             "lr": self.lr,
@@ -474,12 +511,27 @@ class Trainer:
                 "sampler": self.sampler.state_dict(),
                 "sampler_semi": self.semi_sampler.state_dict() if self.semi else None,
                 "architecture": architecture_record(args, self.exp),
-                "rng": rng_state(self.device),
+                "rng": rng_state(self.device) if rng_ranks is None else rng_ranks[0],
+                "distributed": {"world_size": d.world_size, "sync_bn": bool(d.enabled and d.sync_bn),
+                                "rng_ranks": rng_ranks},
                 "history": self.history,
                 "args": {k: v for k, v in vars(args).items() if not k.startswith("_")
                          and isinstance(v, (str, int, float, bool, type(None)))},
             },
         }
+
+    def _restore_rng(self, fl: dict) -> None:
+        """RNG states of this rank: its own when the checkpoint was written by as many ranks, rank 0's
+        (the single-process state) on rank 0, and a fresh per-rank seed otherwise."""
+        saved = (fl.get("distributed") or {}).get("rng_ranks")
+        rank = self.dist.rank
+        if saved is not None and len(saved) == self.dist.world_size:
+            set_rng_state(saved[rank], self.device)
+        elif rank == 0:
+            set_rng_state(fl["rng"], self.device)
+        else:
+            set_rng_state(fl["rng"], self.device)
+            torch.manual_seed(derive_seed(int(self.args.seed) + self.epoch, _SEED_RANK + rank))
 
     def load_state_dict(self, ckpt: dict, path: str = "checkpoint") -> None:
         """Resume from a fastlift or reference checkpoint (``--resume``)."""
@@ -515,7 +567,7 @@ class Trainer:
                 self.sampler.load_state_dict(sampler)
             if self.semi and isinstance(sampler_semi, dict):
                 self.semi_sampler.load_state_dict(sampler_semi)
-            set_rng_state(fl["rng"], self.device)
+            self._restore_rng(fl)
             self.history = {k: list(v) for k, v in fl.get("history", {}).items()}
         else:
             self.log("INFO: reference checkpoint: its numpy data-order state does not apply to fastlift's device "

@@ -5,6 +5,10 @@ resumes with ``-r``), then runs the final evaluation (or, with ``--render``, ren
 video); with ``--evaluate FILE`` it loads that checkpoint and evaluates (or renders) it.
 ``fastlift evaluate`` and ``fastlift render`` are the same with ``--evaluate`` required /
 ``--render`` implied.
+
+Under torchrun (``WORLD_SIZE > 1``) training and evaluation are data-parallel (see
+:mod:`fastlift.train.distributed`): every rank runs this function, rank 0 alone logs and writes
+files, and after an elastic restart training resumes from the newest checkpoint in ``-c``.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import torch
 from fastlift.checkpoint import stored_architecture
 from fastlift.train import args as targs
 from fastlift.train.checkpoint import checkpoint_path, load_checkpoint, load_model_state
+from fastlift.train.distributed import SINGLE, latest_checkpoint, setup
 from fastlift.train.evaluate import (SequenceSet, final_evaluation, format_table, mean_pose_baseline, write_json)
 from fastlift.train.experiment import frames_of, load_experiment
 
@@ -36,7 +41,31 @@ def main(args, mode: str = "train", log: Callable[[str], None] = _log) -> dict:
     if mode == "render":
         args.render = True
     targs.validate(args, mode)
-    targs.check_outputs(args, mode)  # before any data or checkpoint is loaded
+    dist = setup(args, mode)
+    try:
+        return _main(args, mode, log, dist)
+    finally:
+        dist.shutdown()
+
+
+def _main(args, mode: str, log: Callable[[str], None], dist) -> dict:
+    if dist.enabled and args.render:
+        raise ValueError("--render: rendering runs in one process; start it without torchrun / --nproc-per-node")
+    if not dist.is_main:
+        log = _quiet
+    if dist.enabled:
+        log(f"Distributed: {dist.world_size} processes ({dist.backend}), global batch -b {args.batch_size}, "
+            f"BatchNorm {'synced over the global batch' if dist.sync_bn else 'per process'}")
+    if dist.restart_count > 0 and not args.evaluate and mode == "train":
+        # torchrun restarted the group after a failure: continue from the newest checkpoint (rank 0
+        # decides, so every rank resumes from the same file).
+        latest = dist.all_gather_object(str(latest_checkpoint(args.checkpoint) or ""))[0]
+        if latest:
+            log(f"Elastic restart {dist.restart_count}: resuming from {latest}")
+            args.resume = latest
+        else:
+            log(f"Elastic restart {dist.restart_count}: no checkpoint in {args.checkpoint} yet, starting over")
+    targs.check_outputs(args, mode)  # before any data or checkpoint is loaded (after an elastic restart picked its -r)
     result: dict = {}
     ckpt = None
     if args.evaluate or args.resume:
@@ -46,6 +75,11 @@ def main(args, mode: str = "train", log: Callable[[str], None] = _log) -> dict:
         if "model_pos" not in ckpt:
             raise ValueError(f"checkpoint: {str(path)!r} has no 'model_pos' entry (keys: {sorted(ckpt)})")
         log(f"This model was trained for {ckpt.get('epoch', '?')} epochs")
+        fl = ckpt.get("fastlift")
+        ws = ((fl.get("distributed") or {}).get("world_size") if isinstance(fl, dict) else None) or 1
+        if ws != dist.world_size:
+            log(f"INFO: the checkpoint was written by a run of {ws} process(es); continuing on {dist.world_size} (the "
+                f"sampler state is global, so the data order does not change)")
         result["checkpoint"] = str(path)
     targs.finalize_architecture(args, stored_architecture(ckpt))
     training = not args.evaluate
@@ -56,7 +90,7 @@ def main(args, mode: str = "train", log: Callable[[str], None] = _log) -> dict:
     if training:
         from fastlift.train.loop import Trainer
 
-        trainer = Trainer(args, exp, log=log)
+        trainer = Trainer(args, exp, log=log, dist=dist)
         if ckpt is not None:
             trainer.load_state_dict(ckpt, result["checkpoint"])
         models = trainer.models
@@ -95,7 +129,7 @@ def main(args, mode: str = "train", log: Callable[[str], None] = _log) -> dict:
         return result
 
     log("Evaluating...")
-    report = evaluate_checkpoint_models(args, exp, models)
+    report = evaluate_checkpoint_models(args, exp, models, dist=dist)
     report["epoch"] = epoch
     report["checkpoint"] = result.get("checkpoint")
     if training and exp.train is not None:
@@ -103,15 +137,21 @@ def main(args, mode: str = "train", log: Callable[[str], None] = _log) -> dict:
         report["history"] = result["history"]
     log(format_table(report))
     out = Path(args.output_json) if args.output_json else Path(args.checkpoint) / "evaluation.json"
-    write_json(out, report)
-    log(f"Wrote {out}")
+    if dist.is_main:
+        write_json(out, report)
+        log(f"Wrote {out}")
     result["report"] = report
     result["report_path"] = str(out)
     return result
 
 
-def evaluate_checkpoint_models(args, exp, models) -> dict:
-    """The final evaluation of ``models`` on ``exp.test`` with the flags' TTA/by-subject settings."""
+def _quiet(line: str) -> None:
+    """Log of ranks other than 0: one log per run."""
+
+
+def evaluate_checkpoint_models(args, exp, models, dist=SINGLE) -> dict:
+    """The final evaluation of ``models`` on ``exp.test`` with the flags' TTA/by-subject settings
+    (``dist``: data-parallel ranks share the inference; the same report on every rank)."""
     mp = models["model_pos"]
     mp.eval()
     mt = models.get("model_traj")
@@ -122,7 +162,7 @@ def evaluate_checkpoint_models(args, exp, models) -> dict:
     seqset = SequenceSet.from_split(exp.test, pad, pad if args.causal else 0, exp, torch.device(args.device))
     report = final_evaluation(seqset, mp, exp.joints_left, exp.joints_right, tta=args.test_time_augmentation,
                               by_subject=args.by_subject, model_traj=mt, frames_per_call=args.eval_frames,
-                              autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None)
+                              autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None, dist=dist)
     report.update({"dataset": exp.name, "keypoints": exp.keypoints_name, "subjects_test": args.subjects_test,
                    "action_filter": args.actions, "receptive_field": rf, "architecture": args.architecture,
                    "channels": args.channels, "causal": bool(args.causal), "dense": bool(args.dense),

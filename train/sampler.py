@@ -34,6 +34,16 @@ The unlabelled stream of semi-supervised training is a sampler built with ``pose
 a fresh permutation when one is used up (the reference's endless generator yields a short batch
 at the end of each of its passes; wrapping keeps the batch shape constant).
 
+Data parallelism (``rank`` / ``world_size``): every rank builds the same sampler with the same
+seed, so every rank draws the same global permutation and walks the same sequence of global
+batches; :meth:`WindowSampler.epoch` and :meth:`WindowSampler.next_batch` then return only this
+rank's contiguous share ``[rank*n // W, (rank+1)*n // W)`` of each global batch of ``n`` items.
+The shares are disjoint and cover the batch, so every window is seen exactly once per epoch
+across ranks, and the sampler state (generator + position) is global: a checkpoint resumes on any
+number of ranks. ``batch_size`` stays the *global* batch. When ``world_size > 1`` and the last
+batch of an epoch would leave some rank fewer than 2 examples (BatchNorm needs 2 values per
+channel), that tail is merged into the previous batch (the epoch then has one batch fewer).
+
 Returned batches are views into buffers the sampler reuses (like the reference generator's
 arrays): a batch is valid until the next call. Pass ``reuse_buffers=False`` to get fresh tensors.
 """
@@ -114,7 +124,8 @@ class WindowSampler:
         augment: add the flipped copy of every chunk to each epoch.
         kps_left / kps_right / joints_left / joints_right: flip symmetry (required if augment).
         shuffle: permute each epoch (False: sequence order, for checks).
-        seed: seed of the sampler's own generator.
+        seed: seed of the sampler's own generator (the same on every rank).
+        rank / world_size: this process's share of each global batch (see the module docstring).
         endless: for :meth:`next_batch` (unlabelled stream): always full batches.
         device / dtype: where and how the banks are stored (float32 default).
         reuse_buffers: write each batch into the same buffers (default) instead of new tensors.
@@ -124,7 +135,7 @@ class WindowSampler:
                  causal_shift: int = 0, batch_size: int = 1024, augment: bool = False, kps_left=None,
                  kps_right=None, joints_left=None, joints_right=None, shuffle: bool = True, seed: int = 0,
                  endless: bool = False, device="cpu", dtype: torch.dtype = torch.float32,
-                 reuse_buffers: bool = True):
+                 reuse_buffers: bool = True, rank: int = 0, world_size: int = 1):
         if poses_2d is None or len(poses_2d) == 0:
             raise ValueError("poses_2d: expected at least one sequence, got none")
         self.chunk_length = _check_int("chunk_length", chunk_length, 1)
@@ -134,6 +145,10 @@ class WindowSampler:
             raise ValueError(f"causal_shift: expected 0 or pad={self.pad}, got {causal_shift}")
         self.batch_size = _check_int("batch_size", batch_size, 1)
         _check_int("seed", seed, 0)
+        self.world_size = _check_int("world_size", world_size, 1)
+        self.rank = _check_int("rank", rank, 0)
+        if self.rank >= self.world_size:
+            raise ValueError(f"rank: expected 0 <= rank < world_size={self.world_size}, got {rank}")
         self.augment = bool(augment)
         self.shuffle = bool(shuffle)
         self.endless = bool(endless)
@@ -237,6 +252,11 @@ class WindowSampler:
 
         self.num_items = self.num_chunks * (2 if self.augment else 1)
         self.num_batches = math.ceil(self.num_items / self.batch_size)
+        tail = self.num_items - (self.num_batches - 1) * self.batch_size
+        # Merge a tail that would give some rank fewer than 2 examples into the previous batch.
+        self._merge_tail = self.world_size > 1 and self.num_batches > 1 and tail < 2 * self.world_size
+        if self._merge_tail:
+            self.num_batches -= 1
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
         self._perm: Optional[torch.Tensor] = None
@@ -265,11 +285,27 @@ class WindowSampler:
     def epoch(self) -> Iterator[Batch]:
         """One pass over all items in a fresh order: ``num_batches`` batches."""
         self._draw_perm()
-        for _ in range(self.num_batches):
-            n = min(self.batch_size, self.num_items - self._position)
+        for b in range(self.num_batches):
+            n = self.global_batch_items(b)
             items = self._perm[self._position:self._position + n]
             self._position += n
-            yield self.gather(items)
+            yield self.gather(self._share(items))
+
+    def global_batch_items(self, b: int) -> int:
+        """Items in global batch ``b`` of an epoch (all ranks together)."""
+        if b + 1 == self.num_batches:
+            return self.num_items - b * self.batch_size
+        return self.batch_size
+
+    def share_bounds(self, n: int) -> tuple[int, int]:
+        """This rank's ``[start, stop)`` within a global batch of ``n`` items."""
+        return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
+
+    def _share(self, items: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return items
+        lo, hi = self.share_bounds(int(items.shape[0]))
+        return items[lo:hi]
 
     def next_batch(self) -> Batch:
         """The next full batch of an endless stream (continues into a new permutation)."""
@@ -281,7 +317,7 @@ class WindowSampler:
             parts.append(self._perm[self._position:self._position + n])
             self._position += n
             need -= n
-        return self.gather(parts[0] if len(parts) == 1 else torch.cat(parts))
+        return self.gather(self._share(parts[0] if len(parts) == 1 else torch.cat(parts)))
 
     # ------------------------------------------------------------------------------ gather
     def _buffer(self, name: str, n: int, shape: tuple) -> Optional[torch.Tensor]:

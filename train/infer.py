@@ -71,8 +71,9 @@ def add_arguments(p) -> None:
                 "epoch_60.bin --output myvideos_3d.npz")
     p.add_argument("--input", required=True, metavar="PATH", help="2D keypoints npz (VideoPose3D layout)")
     p.add_argument("-c", "--checkpoint", default="checkpoint", metavar="PATH", help="checkpoint directory")
-    p.add_argument("--evaluate", "--model", dest="evaluate", required=True, metavar="FILENAME",
-                   help="checkpoint file (name in -c/--checkpoint, or a path)")
+    p.add_argument("--evaluate", "--model", dest="evaluate", default=None, metavar="FILENAME",
+                   help="checkpoint file (name in -c/--checkpoint, or a path); default: the shipped pretrained "
+                        "lifter (fastlift.pretrained: 'symmetric', or 'causal' with --causal)")
     p.add_argument("--output", metavar="PATH", help="output npz (default: <input stem>_3d.npz next to the input)")
     p.add_argument("-arc", "--architecture", default=None, metavar="LAYERS",
                    help="filter widths (default: from the checkpoint's weights)")
@@ -121,8 +122,14 @@ def lift_file(args, log=print) -> dict:
     if not src.is_file():
         raise FileNotFoundError(f"--input: no such file: {str(src)!r}")
     kp = read_keypoints(src)
-    ckpt_file = checkpoint_path(args.checkpoint, args.evaluate)
-    ckpt = load_checkpoint(ckpt_file, trust=args.trust_checkpoint)
+    if args.evaluate is None:
+        from fastlift.hub import pretrained_path
+
+        ckpt_file = pretrained_path("causal" if args.causal else "symmetric")
+        ckpt = load_checkpoint(ckpt_file)
+    else:
+        ckpt_file = checkpoint_path(args.checkpoint, args.evaluate)
+        ckpt = load_checkpoint(ckpt_file, trust=args.trust_checkpoint)
     if "model_pos" not in ckpt:
         raise ValueError(f"checkpoint: {str(ckpt_file)!r} has no 'model_pos' entry (keys: {sorted(ckpt)})")
     meta = stored_architecture(ckpt)
@@ -158,6 +165,9 @@ def lift_file(args, log=print) -> dict:
         joints_left, joints_right = list(H36M_17.joints_left), list(H36M_17.joints_right)
     video_meta = kp.metadata.get("video_metadata") or {}
 
+    framing = (ckpt.get("fastlift") or {}).get("framing") if isinstance(ckpt.get("fastlift"), dict) else None
+    if framing:
+        from fastlift.hub import reframe
     pad = (model_pos.receptive_field() - 1) // 2
     dev = torch.device(args.device)
     ac = torch.bfloat16 if args.precision == "bf16" else None
@@ -182,6 +192,9 @@ def lift_file(args, log=print) -> dict:
                                dtype=np.float32)
                 if convert == "coco-to-h36m":
                     x = coco_to_h36m(x)
+                if framing:
+                    # The shipped lifters record their training data's framing (fastlift.pretrained).
+                    x = reframe(x, framing)
                 seqset = SequenceSet([x], pad=pad, causal_shift=pad if model_pos.causal else 0, kps_left=kps_left,
                                      kps_right=kps_right, device=dev)
                 pred = seqset.predict_tta(model_pos, (joints_left, joints_right), args.test_time_augmentation,
@@ -197,7 +210,8 @@ def lift_file(args, log=print) -> dict:
                 "parents": list(meta.get("parents", H36M_17.parents if j_out == 17 else [])),
                 "joints_symmetry": [list(joints_left), list(joints_right)], "units": "m",
                 "space": "camera", "trajectory": model_traj is not None, "input": str(src),
-                "checkpoint": str(ckpt_file), "converted": convert, "test_time_augmentation": args.test_time_augmentation}
+                "checkpoint": str(ckpt_file), "converted": convert, "test_time_augmentation": args.test_time_augmentation,
+                "reframed": bool(framing)}
     atomic_savez(dst, positions_3d=object_entry(out3d), metadata=object_entry(metadata))
     log(f"Lifted {count} sequence(s), {frames} frames ({layout_in} keypoints"
         f"{', converted to h36m' if convert == 'coco-to-h36m' else ''}) -> {dst}")

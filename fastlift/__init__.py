@@ -8,6 +8,8 @@ Public API (imported lazily so ``import fastlift`` stays cheap):
 * :class:`StreamingLifter` — incremental multi-stream inference (``fastlift.streaming``).
 * :mod:`fastlift.reference` — the pure-PyTorch oracle; :mod:`fastlift.metrics`,
   :mod:`fastlift.camera`, :mod:`fastlift.skeleton`, :mod:`fastlift.data`.
+* :func:`pretrained` — the lifters shipped with the package (``"symmetric"``, ``"causal"``;
+  ``fastlift.hub``).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ _LAZY = {
     "camera": "fastlift.camera",
     "skeleton": "fastlift.skeleton",
     "data": "fastlift.data",
+    "pretrained": "fastlift.hub",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("fastlift.bench.cli", "benchmark fastlift against the reference"),
     "export": ("fastlift.export", "export a lifter with torch.export / AOTInductor"),
     "kernels": ("fastlift.kernels_cli", "Triton kernel tools (check: compile every specialisation for a GPU, no GPU needed)"),
+    "video": ("fastlift.train.video", "video file -> 2D keypoints (MediaPipe) -> 3D poses -> side-by-side video"),
 }
 
 

@@ -264,3 +264,65 @@ def test_default_set_generation_time():
     elapsed = time.perf_counter() - start
     assert elapsed < 60
     assert d.num_frames == len(syn.SUBJECTS) * len(syn.DEFAULT_ACTIONS) * syn.DEFAULT_FRAMES
+
+
+# ----------------------------------------------------------------------------- free-form families
+@pytest.fixture(scope="module")
+def freeform():
+    actions = [f"{fam} {i}" for fam in syn.FREEFORM_FAMILIES for i in (1, 2)]
+    return syn.generate(seed=3, subjects=SUBJECTS, actions=actions, frames_per_action=500)
+
+
+def test_freeform_families_do_not_change_the_scripted_ones(gen):
+    # Each (subject, action) has its own random stream: adding families leaves the others' bytes alone.
+    mixed = syn.generate(seed=3, subjects=["S1"], actions=["Floor 1", "Walking 1"], frames_per_action=FRAMES)
+    np.testing.assert_array_equal(mixed.positions_3d["S1"]["Walking 1"], gen.positions_3d["S1"]["Walking 1"])
+    assert set(syn.FREEFORM_FAMILIES).isdisjoint(syn.FAMILIES)
+    assert not any(a.split()[0] in syn.FREEFORM_FAMILIES for a in syn.DEFAULT_ACTIONS)
+
+
+def test_freeform_bodies_are_rigid_within_limits_and_on_the_floor(freeform):
+    lo, hi = np.zeros((32, 3)), np.zeros((32, 3))
+    for j, lims in syn.JOINT_LIMITS_DEG.items():
+        for k, lim in enumerate(lims):
+            if lim is not None:
+                lo[j, k], hi[j, k] = np.radians(lim)
+    for s in SUBJECTS:
+        off = freeform.offsets[s]
+        for a, w in freeform.positions_3d[s].items():
+            ang = freeform.joint_angles[s][a]
+            assert (ang >= lo - 1e-6).all() and (ang <= hi + 1e-6).all(), (s, a)
+            for j in range(1, 32):
+                length = np.linalg.norm(w[:, j] - w[:, H36M_32.parents[j]], axis=-1)
+                np.testing.assert_allclose(length, np.linalg.norm(off[j]), atol=1e-4, err_msg=f"{s} {a} joint {j}")
+            low = w[..., 2].min(axis=1)
+            assert low.min() > -1e-3, (s, a)                  # nothing below the floor
+            if not a.startswith(("Acrobatics", "Freestyle")):  # those two jump
+                assert (low < 0.1).all(), (s, a)              # touching it (a joint, or the heel below it)
+            assert np.abs(np.diff(w, axis=0)).max() < 0.6, (s, a)  # no teleporting (< 30 m/s per axis; flips are fast)
+
+
+def test_freeform_families_cover_floor_level_and_inverted_poses(freeform):
+    pelvis_low, inverted, twist = [], [], []
+    for s in SUBJECTS:
+        for a, w in freeform.positions_3d[s].items():
+            if a.startswith("Floor"):
+                pelvis_low.append((w[:, 0, 2] < 0.35).mean())        # sitting / lying / crawling
+            if a.startswith("Acrobatics"):
+                inverted.append((w[:, 15, 2] < w[:, 0, 2]).mean())  # head below the pelvis
+            if a.startswith("Freestyle"):
+                twist.append(np.abs(np.degrees(freeform.joint_angles[s][a][:, 11:14, 2]).sum(axis=1)).max())
+    assert max(pelvis_low) > 0.15 and np.mean(pelvis_low) > 0.05
+    assert max(inverted) > 0.1
+    assert max(twist) > 25.0
+
+
+def test_coco_layout_file(tmp_path):
+    paths = syn.write(tmp_path, seed=1, subjects=["S1"], actions=["Freestyle 1"], frames_per_action=60,
+                      coco_layout=True)
+    kp = data.read_keypoints(paths["detcoco"])
+    det = data.read_keypoints(paths["det"])
+    a = kp.positions["S1"]["Freestyle 1"][0]
+    b = det.positions["S1"]["Freestyle 1"][0]
+    np.testing.assert_allclose(a, syn.coco_derived_joints(b))
+    assert not np.allclose(a[:, 10], b[:, 10])                        # the head top is rebuilt

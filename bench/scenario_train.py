@@ -191,7 +191,7 @@ def _model_variants(ctx: BenchContext, base_state: dict, arc, channels: int, x, 
     for prec in ctx.precisions:
         if prec == "fp16":
             continue  # fp16 training needs loss scaling; the recipe's mixed precision is bf16
-        if not cuda and prec != "fp32":
+        if not cuda and prec not in ("fp32", "bf16"):
             continue
         vs.append(variant(f"fastlift-{prec}" if prec != "bf16" else "fastlift-autocast-bf16", "fastlift", prec,
                           "fastlift", autocast=torch.bfloat16 if prec == "bf16" else None,
@@ -200,6 +200,10 @@ def _model_variants(ctx: BenchContext, base_state: dict, arc, channels: int, x, 
     if ctx.compile:  # last: a skipped/slow compilation never costs the other variants
         vs.append(variant("compile-reference-fp32", "compile", "fp32", "reference", compiled=True, baseline=True,
                           label="torch.compile(reference 1f) fp32, eager Adam"))
+        if not cuda and "bf16" in ctx.precisions:
+            vs.append(variant("compile-reference-autocast-bf16", "compile", "bf16", "reference",
+                              autocast=torch.bfloat16, compiled=True, baseline=True,
+                              label="torch.compile(reference 1f) under autocast bf16, eager Adam"))
     return vs
 
 

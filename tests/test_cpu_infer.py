@@ -9,6 +9,7 @@ import copy
 import pickle
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -228,3 +229,34 @@ def test_streaming_bf16_refused_for_float64_model():
 
     with pytest.raises(ValueError, match="bf16 requested, but the model's parameters are torch.float64"):
         StreamingLifter(model().double(), 1, dtype=torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------ accuracy table
+def test_precision_accuracy_table_streams_every_sequence_like_whole_sequence():
+    from fastlift.bench.precision_accuracy import accuracy_table, format_markdown, stream_all
+
+    ref = model((3, 3), channels=64)
+    g = torch.Generator().manual_seed(5)
+    x = [walk(1, t, seed=t)[0].numpy() for t in (12, 30, 23)]  # one shorter than the receptive field's delay
+    gt = [torch.randn(len(s), J_OUT, 3, generator=g).numpy() * 0.2 for s in x]
+    from fastlift import StreamingLifter
+
+    eng = StreamingLifter(ref, 3)
+    got = stream_all(eng, x)
+    want = torch.cat([R.lift_sequence(ref, torch.from_numpy(s)) for s in x])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="max_streams >= 3"):
+        stream_all(StreamingLifter(ref, 2), x)
+
+    tab = accuracy_table(ref, x, gt, ("fp32", "bf16"))
+    assert set(tab) == {"reference-fp32", "fastlift-fp32", "fastlift-stream-fp32", "fastlift-bf16",
+                        "fastlift-stream-bf16"}
+    assert tab["reference-fp32"]["diff_max_mm"] == 0 and tab["reference-fp32"]["mpjpe_delta_mm"] == 0
+    assert tab["fastlift-fp32"]["diff_max_mm"] < 1e-3 and tab["fastlift-stream-fp32"]["diff_max_mm"] < 1e-3
+    assert 0 < tab["fastlift-bf16"]["diff_mean_mm"] <= tab["fastlift-bf16"]["diff_max_mm"]
+    # independent MPJPE of the reference output (root joint zeroed in the target)
+    tgt = torch.from_numpy(np.concatenate(gt)).double()
+    tgt[:, 0] = 0
+    mpjpe = (want.double() - tgt).norm(dim=-1).mean().item() * 1000
+    assert tab["reference-fp32"]["mpjpe_mm"] == pytest.approx(mpjpe, rel=1e-6)
+    assert "| fastlift-stream-bf16 |" in format_markdown(tab)

@@ -5,7 +5,8 @@
   ``train()/eval()``, ``.to()``, ``.half()``, ``set_bn_momentum`` and DataParallel/DDP behave
   exactly as for the reference. The extra keyword ``impl`` picks the implementation:
 
-  - ``"auto"`` (default): Triton kernels for CUDA inputs, the reference math elsewhere;
+  - ``"auto"`` (default): Triton kernels for CUDA inputs, the reference math elsewhere (on CPU
+    the 1f model runs it as channels-last GEMMs, :mod:`fastlift.cpu_train`);
   - ``"triton"``: always the kernels (CUDA, or CPU tensors under ``TRITON_INTERPRET=1``);
   - ``"reference"``: always the reference math.
 
@@ -118,6 +119,12 @@ class _FusedMixin:
         self._check_input(x)
         self._check_frames(x.shape[1])
         if not self.uses_kernels(x):
+            if self.impl == "auto" and getattr(self, "is_optimized_1f", False) and x.device.type == "cpu":
+                # CPU: the strided convs as channels-last GEMMs (fastlift.cpu_train), several
+                # times faster to train than torch's strided conv1d backward, same semantics.
+                from fastlift.cpu_train import forward_1f_channels_last
+
+                return forward_1f_channels_last(self, x)
             return super().forward(x)
         from fastlift.kernels.lifter_autograd import LifterFunction, LifterPlan
 

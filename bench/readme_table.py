@@ -175,8 +175,8 @@ def _context(reports: list[dict]) -> list[str]:
     if any(r.get("machine", {}).get("device_type") != "cuda" for r in reports):
         lines.append("- CPU rows report achieved GFLOP/s only, one row per precision (fp32, bf16); on CPU fastlift "
                      "runs the BN-folded oneDNN executor (`fastlift.cpu_infer`, no Triton) for whole sequences, the "
-                     "StreamingLifter torch backend for streaming and reference math (bf16: torch.autocast) for "
-                     "training. Whether bf16 is native on that CPU is in the run's notes.")
+                     "StreamingLifter torch backend for streaming and the 1f model as channels-last GEMMs (bf16: "
+                     "torch.autocast) for training. Whether bf16 is native on that CPU is in the run's notes.")
     return lines
 
 

@@ -159,4 +159,9 @@ def machine_info(device: torch.device) -> dict:
         info["peaks"] = peaks if peaks is not None else "unknown"
     else:
         info["peaks"] = None  # CPUs: achieved GFLOP/s only
+        from fastlift.precision import cpu_native
+
+        # bf16/fp16 rows of a CPU without these are oneDNN emulation (slower than fp32).
+        info["cpu_bf16_native"] = cpu_native(torch.bfloat16)
+        info["cpu_fp16_native"] = cpu_native(torch.float16)
     return info

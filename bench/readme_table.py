@@ -107,13 +107,17 @@ def _rows(report: dict) -> list[list[str]]:
     rows = []
 
     def add(scenario: str, setting: str, recs: list[dict], unit: str = "frames/s", latency: bool = False):
-        r = _best(recs)
-        if r is None:
-            return
-        t = (r.get("latency_us") or {}).get("p50") if latency else r.get("us_per_step")
-        rows.append([card, scenario, setting, r["variant"], f"{_num(r['frames_per_s'])} {unit}",
-                     "–" if t is None else _time(t) + (" p50" if latency else ""), _flops(r, cuda),
-                     _ratio(r, rep.primary_baseline(r)), _best_base(r)])
+        # GPUs: the best variant. CPUs: the best per precision (fp32 rows, then bf16 rows), since
+        # which one a CPU user can take depends on whether the CPU has native bf16.
+        groups = [recs] if cuda else [[r for r in recs if r.get("precision") == p] for p in ("fp32", "bf16")]
+        for group in groups:
+            r = _best(group)
+            if r is None:
+                continue
+            t = (r.get("latency_us") or {}).get("p50") if latency else r.get("us_per_step")
+            rows.append([card, scenario, setting, r["variant"], f"{_num(r['frames_per_s'])} {unit}",
+                         "–" if t is None else _time(t) + (" p50" if latency else ""), _flops(r, cuda),
+                         _ratio(r, rep.primary_baseline(r)), _best_base(r)])
 
     seq = [r for r in res if r["scenario"] == "sequence"]
     if seq:
@@ -169,8 +173,10 @@ def _context(reports: list[dict]) -> list[str]:
                          f"bf16) at most {bw * 1e9 / arch['weight_bytes_bf16']:,.0f} steps/s")
         lines.append(f"- {_card(r)} limits (dense datasheet peaks; 243f whole-sequence ceilings): " + "; ".join(parts) + ".")
     if any(r.get("machine", {}).get("device_type") != "cuda" for r in reports):
-        lines.append("- CPU rows report achieved GFLOP/s only; on CPU fastlift runs the BN-folded torch path (no "
-                     "Triton), so these rows check the suite rather than the kernels.")
+        lines.append("- CPU rows report achieved GFLOP/s only, one row per precision (fp32, bf16); on CPU fastlift "
+                     "runs the BN-folded oneDNN executor (`fastlift.cpu_infer`, no Triton) for whole sequences, the "
+                     "StreamingLifter torch backend for streaming and the 1f model as channels-last GEMMs (bf16: "
+                     "torch.autocast) for training. Whether bf16 is native on that CPU is in the run's notes.")
     return lines
 
 

@@ -40,10 +40,10 @@ _NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def engine_precisions(ctx: BenchContext) -> list[str]:
-    """Engine dtypes measured: fp32 on CPU (the CPU engine supports fp32/fp64 only); on CUDA the
-    requested precisions the engine supports (TF32 is not a separate engine dtype)."""
+    """Engine dtypes measured: on CPU fp32 and (when requested) bf16; on CUDA the requested
+    precisions the engine supports (TF32 is not a separate engine dtype)."""
     if not ctx.is_cuda:
-        return ["fp32"]
+        return ["fp32"] + (["bf16"] if "bf16" in ctx.precisions else [])
     # fp32 first: its run also measures the reference window/whole baselines
     return [p for p in ("fp32", "bf16", "fp16") if p in ctx.precisions] or ["fp32"]
 

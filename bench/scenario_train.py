@@ -6,7 +6,8 @@ mode). Variants: ``reference-fp32`` (strict fp32), on CUDA ``reference-tf32`` an
 ``reference-autocast-bf16``, ``compile-reference-fp32`` (``torch.compile`` of the model; the
 optimizer stays eager), and fastlift's drop-in ``TemporalModelOptimized1f`` (CUDA: the fused
 Triton training kernels, ``fastlift-fp32`` / ``-tf32`` / ``-autocast-bf16``; CPU: ``impl="auto"``,
-which runs the reference math there, so CPU ratios are ~1 by construction).
+which runs the strided convs as channels-last GEMMs there (:mod:`fastlift.cpu_train`), fp32 and
+bf16 autocast; with ``bf16`` requested on CPU also ``compile-reference-autocast-bf16``).
 
 Check before timing: with dropout switched off, one forward + backward on a fixed batch must give
 the reference fp32 output (relative max-abs error) and parameter gradients (relative L2 error of
@@ -191,15 +192,19 @@ def _model_variants(ctx: BenchContext, base_state: dict, arc, channels: int, x, 
     for prec in ctx.precisions:
         if prec == "fp16":
             continue  # fp16 training needs loss scaling; the recipe's mixed precision is bf16
-        if not cuda and prec != "fp32":
+        if not cuda and prec not in ("fp32", "bf16"):
             continue
         vs.append(variant(f"fastlift-{prec}" if prec != "bf16" else "fastlift-autocast-bf16", "fastlift", prec,
                           "fastlift", autocast=torch.bfloat16 if prec == "bf16" else None,
                           label=f"fastlift TemporalModelOptimized1f "
-                                f"({'Triton' if cuda else 'impl=auto: reference math on CPU'}) {prec}"))
+                                f"({'Triton' if cuda else 'impl=auto: channels-last GEMMs on CPU'}) {prec}"))
     if ctx.compile:  # last: a skipped/slow compilation never costs the other variants
         vs.append(variant("compile-reference-fp32", "compile", "fp32", "reference", compiled=True, baseline=True,
                           label="torch.compile(reference 1f) fp32, eager Adam"))
+        if not cuda and "bf16" in ctx.precisions:
+            vs.append(variant("compile-reference-autocast-bf16", "compile", "bf16", "reference",
+                              autocast=torch.bfloat16, compiled=True, baseline=True,
+                              label="torch.compile(reference 1f) under autocast bf16, eager Adam"))
     return vs
 
 

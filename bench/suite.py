@@ -136,13 +136,20 @@ def run_suite(scenarios=SCENARIOS, plan: str | Plan = "quick", device: str | tor
     elif not compile:
         notes.append("torch.compile baselines skipped: --no-compile")
     if dev.type == "cpu":
-        dropped = [p for p in precs if p != "fp32"]
+        dropped = [p for p in precs if p not in ("fp32", "bf16")]
         if dropped:
-            notes.append(f"CPU: fastlift precisions {dropped} not measured (the fp16/bf16/TF32 paths are GPU kernels)")
-        precs = ["fp32"]
-        notes.append("CPU: fastlift = fuse(impl='auto') (BN-folded torch) for inference, the StreamingLifter torch "
-                     "backend for streaming, impl='auto' (reference math) for training; the Triton interpreter is "
-                     "never benchmarked")
+            notes.append(f"CPU: fastlift precisions {dropped} not measured (TF32/fp16 are GPU paths; the CPU runs "
+                         f"fp32 and bf16)")
+        precs = [p for p in precs if p in ("fp32", "bf16")] or ["fp32"]
+        notes.append("CPU: fastlift = fuse(impl='auto') (BN-folded oneDNN executor, fastlift.cpu_infer) for "
+                     "inference, the StreamingLifter torch backend for streaming, impl='auto' (the 1f model as "
+                     "channels-last GEMMs, fastlift.cpu_train; bf16 under torch.autocast) for training; the Triton "
+                     "interpreter is never benchmarked")
+        if "bf16" in precs:
+            from fastlift.precision import cpu_native
+
+            native = cpu_native(torch.bfloat16)
+            notes.append(f"CPU bf16: {'native (avx512_bf16/amx_bf16)' if native else 'EMULATED (no avx512_bf16/amx_bf16): bf16 rows are slower than fp32 here'}")
 
     if budget_s is None and plan_obj.default_budget_s is not None:
         budget_s = plan_obj.default_budget_s

@@ -5,7 +5,8 @@
   ``train()/eval()``, ``.to()``, ``.half()``, ``set_bn_momentum`` and DataParallel/DDP behave
   exactly as for the reference. The extra keyword ``impl`` picks the implementation:
 
-  - ``"auto"`` (default): Triton kernels for CUDA inputs, the reference math elsewhere;
+  - ``"auto"`` (default): Triton kernels for CUDA inputs, the reference math elsewhere (on CPU
+    the 1f model runs it as channels-last GEMMs, :mod:`fastlift.cpu_train`);
   - ``"triton"``: always the kernels (CUDA, or CPU tensors under ``TRITON_INTERPRET=1``);
   - ``"reference"``: always the reference math.
 
@@ -27,6 +28,9 @@ from torch import nn
 
 from fastlift import reference as _ref
 from fastlift.fold import FoldedLifter, fold_lifter, run_folded_torch
+
+# Whole-sequence dtypes of the prepared CPU executor (fastlift.cpu_infer); others run run_folded_torch.
+_CPU_DTYPES = (torch.float32, torch.bfloat16)
 
 __all__ = ["TemporalModel", "TemporalModelOptimized1f", "FusedInferenceLifter", "fuse", "lift_sequence", "IMPLS"]
 
@@ -129,6 +133,12 @@ class _FusedMixin:
         self._check_input(x)
         self._check_frames(x.shape[1])
         if not self.uses_kernels(x):
+            if self.impl == "auto" and getattr(self, "is_optimized_1f", False) and x.device.type == "cpu":
+                # CPU: the strided convs as channels-last GEMMs (fastlift.cpu_train), several
+                # times faster to train than torch's strided conv1d backward, same semantics.
+                from fastlift.cpu_train import forward_1f_channels_last
+
+                return forward_1f_channels_last(self, x)
             return super().forward(x)
         from fastlift.kernels.lifter_autograd import LifterFunction
 
@@ -214,6 +224,7 @@ class FusedInferenceLifter(nn.Module):
         # keep it out of pickles and deep copies.
         state = dict(self.__dict__)
         state.pop("_folded_cache", None)
+        state.pop("_cpu_exec_cache", None)
         return state
 
     # -- reference-compatible attributes
@@ -250,6 +261,18 @@ class FusedInferenceLifter(nn.Module):
             self.__dict__["_folded_cache"] = (key, folded)
         return folded
 
+    def cpu_executor(self):
+        """The prepared :class:`fastlift.cpu_infer.CpuExecutor` of the CPU path (fp32/bf16),
+        rebuilt together with :meth:`folded` (i.e. when a weight or bias changes)."""
+        from fastlift.cpu_infer import CpuExecutor
+
+        folded = self.folded()
+        cached = self.__dict__.get("_cpu_exec_cache")
+        if cached is None or cached[0] is not folded:
+            cached = (folded, CpuExecutor(folded, self.dtype))
+            self.__dict__["_cpu_exec_cache"] = cached
+        return cached[1]
+
     def uses_kernels(self, x: torch.Tensor) -> bool:
         return _FusedMixin.uses_kernels(self, x)
 
@@ -274,6 +297,8 @@ class FusedInferenceLifter(nn.Module):
         if not self.uses_kernels(x):
             if edge_left or edge_right:
                 x3 = _ref.edge_pad(x3, edge_left, edge_right)
+            if x3.device.type == "cpu" and self.dtype in _CPU_DTYPES and not torch.compiler.is_compiling():
+                return self.cpu_executor()(x3).reshape(b, -1, self.num_joints_out, 3)
             return run_folded_torch(self.folded(), x3.reshape(b, x3.shape[1], self.num_joints_in, self.in_features)).float()
         from fastlift.kernels.tconv_fwd import tconv_fwd
 
@@ -348,16 +373,28 @@ def fuse(model: nn.Module, dtype: Optional[torch.dtype] = None, device=None, imp
 
     Folding happens in fp32 (fp64 for fp64 models) using the running statistics; the weights
     are then cast to ``dtype`` (default: the model's parameter dtype). The source model is not
-    modified.
+    modified. ``dtype`` may also be a precision name (``"fp32"``, ``"bf16"``, ``"fp16"``).
+
+    On CPU, fp32 and bf16 run the prepared oneDNN executor (:mod:`fastlift.cpu_infer`; bf16 with
+    fp32 accumulation and an fp32 output layer). bf16/fp16 on a CPU that only emulates them
+    warn once (:func:`fastlift.precision.warn_if_emulated`); a bf16/fp16 request for a float64
+    model is refused.
     """
+    from fastlift.precision import check_model_dtype, parse_precision, precision_dtype, warn_if_emulated
+
     for name in ("expand_conv", "expand_bn", "layers_conv", "layers_bn", "shrink"):
         if not hasattr(model, name):
             raise TypeError(f"model: expected a VideoPose3D-style lifter (missing {name!r}), got {type(model).__name__}")
+    if isinstance(dtype, str):
+        dtype = precision_dtype(parse_precision(dtype, "dtype", ("fp32", "tf32", "bf16", "fp16")))
     if dtype is None:
         dtype = model.expand_conv.weight.dtype
     if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         raise TypeError(f"dtype: expected fp32/fp16/bf16 (or fp64 for the reference path), got {dtype}")
-    folded = fold_lifter(model, dtype=dtype, device=device if device is not None else model.expand_conv.weight.device)
+    check_model_dtype(model.expand_conv.weight.dtype, dtype)
+    device = device if device is not None else model.expand_conv.weight.device
+    warn_if_emulated(dtype, device)
+    folded = fold_lifter(model, dtype=dtype, device=device)
     return FusedInferenceLifter(folded, impl=impl)
 
 

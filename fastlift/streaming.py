@@ -75,7 +75,9 @@ class StreamingLifter:
             ``state_bytes`` ~ ``max_streams * sum(ring_len * channels) * itemsize``, about 1 MB per
             slot for the 243-frame fp32 model).
         dtype: computation/state dtype; default the model's parameter dtype. CPU: float32 or
-            float64. CUDA: float16, bfloat16, float32, float64 (float64 uses the torch backend).
+            float64 or bfloat16 (bf16 weights and rings, fp32 accumulation in oneDNN; warns once
+            where the CPU only emulates bf16). CUDA: float16, bfloat16, float32, float64 (float64
+            uses the torch backend).
         device: default the model's device.
         backend: ``"auto"`` (triton on CUDA for fp16/bf16/fp32, torch otherwise), ``"torch"`` or
             ``"triton"`` (on CPU only under ``TRITON_INTERPRET=1``; slow, for testing).
@@ -101,10 +103,14 @@ class StreamingLifter:
             dtype = folded.layers[0].weight.dtype
         if not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype: expected a torch.dtype, got {dtype!r}")
-        allowed = ((torch.float32, torch.float64) if device.type == "cpu" and not _compile_only_session()
+        allowed = ((torch.float32, torch.float64, torch.bfloat16) if device.type == "cpu" and not _compile_only_session()
                    else (torch.float16, torch.bfloat16, torch.float32, torch.float64))
         if dtype not in allowed:
             raise ValueError(f"dtype: expected one of {allowed} on {device.type}, got {dtype}")
+        from fastlift.precision import check_model_dtype, warn_if_emulated
+
+        check_model_dtype(folded.layers[0].weight.dtype, dtype)
+        warn_if_emulated(dtype, device)
         backend = resolve_backend(backend, device, dtype)
         self.backend = backend
         self.device = device

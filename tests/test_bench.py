@@ -490,3 +490,24 @@ def test_tiny_suite_with_the_exported_package(tmp_path):
         assert r["check_error"] <= TOLERANCES["fp32"] and r["extra"]["vs_fastlift_fp32"] > 0
         assert "reference-fp32" in r["speedup_vs"]
     assert report["runs"][-1]["export"] is True
+
+
+def test_tiny_suite_cpu_bf16_variants(tmp_path):
+    """``--dtype fp32,bf16`` on CPU: fastlift bf16 beside the fp32 reference in every scenario, the
+    nativeness of bf16 recorded, and the README table gets a bf16 row per scenario."""
+    from fastlift.precision import cpu_native
+
+    report = run_suite(plan="tiny", device="cpu", precisions="fp32,bf16", out_dir=tmp_path, log=lambda line: None,
+                       write_png=False)
+    ok = {(r["scenario"], r["variant"]): r for r in report["results"] if r["status"] == "ok"}
+    for v in [("sequence", "fastlift-bf16"), ("sequence", "reference-autocast-bf16"), ("stream", "fastlift-stream-bf16"),
+              ("train-step", "fastlift-autocast-bf16"), ("sequence", "fastlift-fp32")]:
+        assert v in ok, v
+    seq = ok[("sequence", "fastlift-bf16")]
+    assert "reference-fp32" in seq["speedup_vs"] and 0 < seq["check_error"] <= TOLERANCES["bf16"]
+    assert report["machine"]["cpu_bf16_native"] == cpu_native(torch.bfloat16)
+    assert any(n.startswith("CPU bf16: ") for n in report["notes"])
+    rows = rt._rows(report)
+    for scen in ("whole sequence", "streaming step", "training step"):
+        precs = [r[3] for r in rows if r[1] == scen]
+        assert any("bf16" in v for v in precs) and any("bf16" not in v for v in precs), (scen, precs)

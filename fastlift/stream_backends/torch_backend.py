@@ -57,7 +57,8 @@ class TorchBackend:
         self._pattern_n = -1
         self._scratch_rows = 0
         dev, dt = self.device, self.dtype
-        self.onednn = dev.type == "cpu" and dt == torch.float32 and _onednn_linear_ok()
+        self.onednn = (dev.type == "cpu" and dt in (torch.float32, torch.bfloat16) and _onednn_linear_ok()
+                       and (dt == torch.float32 or _onednn_bf16_ok()))
         for op in self._ops:
             op.onednn = self.onednn and op.w.numel() >= _ONEDNN_MIN_WEIGHTS
             if op.onednn:
@@ -158,3 +159,9 @@ class TorchBackend:
         if op.onednn:
             return torch.ops.mkldnn._linear_pointwise(a, op.w, op.b, "relu" if op.conv.relu else "none", [], "")
         return layer(a, op.w, op.b, op.conv.relu, out=out)
+
+
+def _onednn_bf16_ok() -> bool:
+    from fastlift.cpu_infer import onednn_linear_available
+
+    return onednn_linear_available(torch.bfloat16)

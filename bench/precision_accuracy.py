@@ -117,13 +117,15 @@ def main(argv=None) -> int:
     p.add_argument("-ch", "--channels", type=int, default=1024)
     p.add_argument("--causal", action="store_true")
     p.add_argument("--data-dir", default=None, help="synthetic data folder (default: the shared cache)")
+    p.add_argument("-ste", "--subjects-test", default="S9,S11", help="test subjects (default S9,S11)")
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--no-stream", action="store_true")
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     a = p.parse_args(argv)
     data_dir = a.data_dir or str(ensure_synthetic(None, seed=0, progress=False))
     ns = targs.validate(targs.parse_args(["-d", "synthetic", "--data-dir", data_dir, "-arc", a.architecture,
-                                          "-ch", str(a.channels)]), "evaluate")
+                                          "-ch", str(a.channels), "-ste", a.subjects_test, "--evaluate", a.model]),
+                        "evaluate")
     exp = load_experiment(ns, need_train=False)
     ck = load_checkpoint(a.model)
     widths = [int(w) for w in a.architecture.split(",")]

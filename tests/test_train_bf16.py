@@ -61,6 +61,19 @@ def test_bf16_training_step_checkpoint_loads_in_fp32_and_in_the_reference(data_d
             low = ref(x)
         assert low.dtype == torch.bfloat16 and 0 < rel_err(low.float(), want) < 5e-2
 
+    # the per-precision accuracy table of this checkpoint (docs' measurement), as JSON
+    import json
+
+    from fastlift.bench.precision_accuracy import main as accuracy_main
+
+    out = tmp_path / "acc.json"
+    assert accuracy_main(["--model", str(tmp_path / "bf16" / "epoch_1.bin"), "-arc", "3,3", "-ch", "32",
+                          "--data-dir", str(data_dir), "-ste", "S9", "--json", str(out)]) == 0
+    tab = json.loads(out.read_text())
+    assert set(tab) == {"reference-fp32", "fastlift-fp32", "fastlift-stream-fp32", "fastlift-bf16",
+                        "fastlift-stream-bf16"}
+    assert tab["fastlift-stream-fp32"]["diff_max_mm"] < 0.01 and abs(tab["fastlift-bf16"]["mpjpe_delta_mm"]) < 5
+
 
 def test_bf16_loss_tracks_fp32_loss(data_dir, tmp_path):
     """Same seed, same data: the bf16 run's epoch loss is within a few percent of the fp32 run's

@@ -27,8 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", "--dtype", dest="dtype", default=None, metavar="LIST",
                    help="fastlift precisions, comma-separated: fp32,tf32,fp16,bf16 (default: all on CUDA, fp32 on CPU; "
                         "--dtype is the old name)")
-    p.add_argument("-o", "--out", default=None, metavar="DIR",
-                   help="results folder (default: the current folder; never the installed package)")
+    from fastlift.cli_common import add_out_argument
+
+    add_out_argument(p, metavar="DIR", help_text="results folder (default: the current folder; never the installed "
+                                                 "package)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--no-compile", dest="compile", action="store_false", default=None,
                    help="skip the torch.compile(reference) baselines")

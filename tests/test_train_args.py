@@ -77,7 +77,7 @@ def test_architecture_from_checkpoint_unless_given():
 
 
 @pytest.mark.parametrize("argv,fragment", [
-    (["-r", "a.bin", "--evaluate", "b.bin"], "--resume and --evaluate cannot be set at the same time"),
+    (["-r", "a.bin", "--evaluate", "b.bin"], "--resume and --model (--evaluate) cannot be set at the same time"),
     (["--export-training-curves", "--no-eval"], "--export-training-curves and --no-eval"),
     (["-s", "0"], "-s/--stride: expected a positive"),
     (["-s", "4", "-b", "2"], "must be at least -s/--stride"),

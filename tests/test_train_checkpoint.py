@@ -184,5 +184,5 @@ def test_evaluate_takes_the_architecture_from_a_fastlift_checkpoint(data_dir, tm
                                                                                                       False)
     # Explicit flags that contradict the weights are reported clearly.
     rc = main(["evaluate", "-d", "synthetic", "--data-dir", str(data_dir), "-ste", "S9", "-c", str(ck),
-               "--evaluate", "epoch_1.bin", "-ch", "32", "--overwrite"])  # training wrote ck/evaluation.json
+               "--evaluate", "epoch_1.bin", "-ch", "32"])
     assert rc == 2 and "does not fit the model built from the flags" in capsys.readouterr().err

@@ -52,7 +52,7 @@ DEFAULT_CHANNELS = 1024
 
 EPILOG = """Quick CPU recipe on the embedded synthetic data (a minute or two on 2 cores):
   fastlift train -arc 3,3,3 -ch 64 -e 4 -b 512 --subset 0.5 -c runs/quick --export-training-curves
-  fastlift evaluate -arc 3,3,3 -ch 64 -c runs/quick --evaluate epoch_4.bin
+  fastlift evaluate -c runs/quick --model epoch_4.bin     # architecture from the checkpoint
 Full recipe (VideoPose3D, 243 frames; needs a GPU):
   fastlift train -k cpn_ft_h36m_dbb -arc 3,3,3,3,3 -c checkpoint --data-dir data
 Semi-supervised (S1 labelled, S5-S8 unlabelled):
@@ -187,7 +187,8 @@ def add_train_arguments(p: argparse.ArgumentParser, mode: str = "train") -> None
                    help="torch device (default: the available accelerator, else cpu)")
     json_names = ["-o", "--out", "--output-json"] if mode == "evaluate" else ["--output-json"]
     g.add_argument(*json_names, dest="output_json", default=None, metavar="PATH",
-                   help="write all evaluation numbers as JSON here (default <checkpoint dir>/evaluation.json)")
+                   help="write all evaluation numbers as JSON here (default: <checkpoint dir>/evaluation.json after "
+                        "training, <checkpoint dir>/<model name>_evaluation.json when evaluating a --model)")
     add_overwrite_argument(g)
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="unpickle arbitrary Python objects in checkpoints (only for files you trust)")
@@ -313,7 +314,7 @@ def validate(args: argparse.Namespace, mode: str = "train") -> argparse.Namespac
     """
     resolve_defaults(args)
     _need(not (args.resume and args.evaluate),
-          f"-r/--resume and --evaluate cannot be set at the same time (got --resume {args.resume!r} and "
+          f"-r/--resume and --model (--evaluate) cannot be set at the same time (got --resume {args.resume!r} and "
           f"--evaluate {args.evaluate!r})")
     _need(not (args.export_training_curves and args.no_eval),
           "--export-training-curves and --no-eval cannot be set at the same time (the curves are the "
@@ -400,6 +401,17 @@ def _check_device(args) -> None:
     check_device(args.device)
 
 
+def evaluation_json_path(args) -> Path:
+    """Where the evaluation JSON goes: ``--output-json``, else ``<-c>/evaluation.json`` after training
+    and ``<-c>/<model stem>_evaluation.json`` for a ``--model`` (so evaluating a checkpoint of a
+    training run does not collide with that run's own evaluation.json)."""
+    if args.output_json:
+        return Path(args.output_json)
+    if args.evaluate:
+        return Path(args.checkpoint) / f"{Path(args.evaluate).stem}_evaluation.json"
+    return Path(args.checkpoint) / "evaluation.json"
+
+
 def check_outputs(args, mode: str) -> None:
     """Check every file the run will write, before any data is loaded (see DESIGN.md's command-line
     conventions): no output over an input, existing outputs only with ``--overwrite`` (training:
@@ -435,6 +447,6 @@ def check_outputs(args, mode: str) -> None:
             export = export if export.suffix == ".npy" else export.with_name(export.name + ".npy")
             check_output_file(export, "--viz-export", inputs=inputs, overwrite=overwrite)
         return
-    json_path = Path(args.output_json) if args.output_json else Path(args.checkpoint) / "evaluation.json"
+    json_path = evaluation_json_path(args)
     flag = "-o/--out" if mode == "evaluate" and args.output_json else "--output-json"
     check_output_file(json_path, flag, inputs=inputs, overwrite=overwrite or (training and bool(args.resume)))

@@ -2,7 +2,7 @@
 
 Prints the per-action MPJPE / P-MPJPE / N-MPJPE / MPJVE table (mm) with the action-wise averages
 (``--by-subject`` adds a table per subject) and writes every number as JSON (``--output-json``,
-default ``<checkpoint dir>/evaluation.json``). Same as ``fastlift train --evaluate FILE``.
+default ``<checkpoint dir>/<model name>_evaluation.json``). Same as ``fastlift train --evaluate FILE``.
 """
 from __future__ import annotations
 

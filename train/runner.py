@@ -136,7 +136,7 @@ def _main(args, mode: str, log: Callable[[str], None], dist) -> dict:
         report["mean_pose_baseline"] = {"mpjpe": mean_pose_baseline(exp.train.poses_3d, exp.test.poses_3d)}
         report["history"] = result["history"]
     log(format_table(report))
-    out = Path(args.output_json) if args.output_json else Path(args.checkpoint) / "evaluation.json"
+    out = targs.evaluation_json_path(args)
     if dist.is_main:
         write_json(out, report)
         log(f"Wrote {out}")

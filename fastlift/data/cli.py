@@ -29,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    "detector-like 2D) in the VideoPose3D file layouts.")
     from fastlift.data.synthetic import DEFAULT_ACTIONS, DEFAULT_FRAMES, FAMILIES, FREEFORM_FAMILIES, SUBJECTS
 
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--overwrite", action="store_true", help="replace data files already in --out (default: refuse)")
+    from fastlift.cli_common import add_out_argument, add_overwrite_argument
+
+    add_out_argument(p, required=True, metavar="DIR", help_text="output folder (created if missing)")
+    add_overwrite_argument(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same data")
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="N",
                    help=f"frames per action at 50 fps (default {DEFAULT_FRAMES})")

@@ -309,7 +309,7 @@ def validate_metadata(metadata: Any, where: str = "metadata", require_video_meta
     if bad:
         raise ValueError(f"{where}['keypoints_symmetry']: indices {bad} are out of range for "
                          f"num_joints={md['num_joints']}")
-    if require_video_metadata:
+    if require_video_metadata or md.get("video_metadata") is not None:  # checked whenever present
         vm = md.get("video_metadata")
         if not isinstance(vm, Mapping):
             raise DataKeyError(f"{where}: missing key 'video_metadata' (video -> {{'w': width, 'h': height}}) "

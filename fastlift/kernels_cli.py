@@ -172,20 +172,44 @@ def _precision(prec: str):
         yield {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[prec]
 
 
+def merge_reports(parts: list[dict]) -> dict:
+    """One report from several (e.g. one per precision or per worker): specialisations concatenated
+    in (arch, precision, kernel) order, counts recomputed; complete only if every part is."""
+    report = dict(parts[0])
+    report["specializations"] = [r for part in parts for r in part["specializations"]]
+    report["scenario_s"] = {k: v for part in parts for k, v in part["scenario_s"].items()}
+    report["archs"] = sorted({a for part in parts for a in part["archs"]})
+    report["targets"] = {k: v for part in parts for k, v in part["targets"].items()}
+    precs = [p for part in parts for p in part["precisions"]]
+    report["precisions"] = [p for p in PRECISIONS if p in precs] + [p for p in dict.fromkeys(precs) if p not in PRECISIONS]
+    order = {p: i for i, p in enumerate(report["precisions"])}
+    report["specializations"].sort(key=lambda r: (r["arch"], order.get(r["precision"], 9), r["kernel"]))
+    report["complete"] = all(part.get("complete", True) for part in parts)
+    _count(report)
+    return report
+
+
+def _count(report: dict) -> None:
+    recs = report["specializations"]
+    report["num_specializations"] = len(recs)
+    report["num_failed"] = sum(1 for r in recs if not r["ok"])
+    report["num_over_shared"] = sum(1 for r in recs if r["ok"] and r["over_shared"])
+
+
 def _worker(archs, quick, precisions, overrides, verbose, kernels):
     log = (lambda s: print(s, flush=True)) if verbose else None
     return check(archs, quick, precisions, overrides, log=log, jobs=1, kernels=kernels)
 
 
-def check(archs, quick: bool, precisions=PRECISIONS, overrides=None, log=None, jobs: int = 1, kernels=None) -> dict:
+def check(archs, quick: bool, precisions=PRECISIONS, overrides=None, log=None, jobs: int = 1, kernels=None,
+          progress=None) -> dict:
     """Run the check; returns the report (``specializations`` list + summary). See the module docstring.
 
     ``jobs > 1`` splits the precisions over that many worker processes (compilation is CPU-bound
-    and single-threaded per specialisation).
+    and single-threaded per specialisation). ``progress(report)`` (single process only) receives the
+    partial report (``complete`` False) after every scenario, so a long run that is stopped still
+    leaves its results.
     """
-    import torch
-    import triton
-
     if jobs > 1 and len(precisions) > 1:
         import concurrent.futures
         import multiprocessing
@@ -196,15 +220,7 @@ def check(archs, quick: bool, precisions=PRECISIONS, overrides=None, log=None, j
         with concurrent.futures.ProcessPoolExecutor(len(groups), mp_context=ctx) as pool:
             calls = [(archs, quick, g, overrides, log is not None, kernels) for g in groups]
             parts = list(pool.map(_worker, *zip(*calls)))
-        report = parts[0]
-        for part in parts[1:]:
-            report["specializations"] += part["specializations"]
-            report["scenario_s"].update(part["scenario_s"])
-            for k in ("num_specializations", "num_failed", "num_over_shared"):
-                report[k] += part[k]
-        order = {p: i for i, p in enumerate(precisions)}
-        report["specializations"].sort(key=lambda r: (r["arch"], order.get(r["precision"], 9), r["kernel"]))
-        report["precisions"] = list(precisions)
+        report = merge_reports(parts)
         report["jobs"] = len(groups)
         report["elapsed_s"] = round(time.time() - t_start, 1)
         return report
@@ -245,14 +261,26 @@ def check(archs, quick: bool, precisions=PRECISIONS, overrides=None, log=None, j
                     comp.dtype = str(dt).replace("torch.", "")
                     fn(work, dt)
                 scenario_s[f"sm_{arch}/{name}"] = round(time.time() - t0, 1)
+                if progress is not None:
+                    done = [{k: v for k, v in r.items() if k != "score"} for r in comp.records.values()
+                            if r["ok"] is not None]
+                    progress(_report(archs, quick, precisions, overrides, kernels, records + done, scenario_s,
+                                     t_start, False))
         for rec in comp.records.values():
             if rec["ok"] is None:
                 continue  # recorded in quick mode but not selected
             rec.pop("score", None)
             records.append(rec)
-    failed = [r for r in records if not r["ok"]]
-    over = [r for r in records if r["ok"] and r["over_shared"]]
-    return {
+    return _report(archs, quick, precisions, overrides, kernels, records, scenario_s, t_start, True)
+
+
+def _report(archs, quick, precisions, overrides, kernels, records, scenario_s, t_start, complete) -> dict:
+    import torch
+    import triton
+
+    from fastlift.kernels.target import cuda_target
+
+    report = {
         "tool": "fastlift kernels check",
         "quick": quick,
         "archs": list(archs),
@@ -265,11 +293,11 @@ def check(archs, quick: bool, precisions=PRECISIONS, overrides=None, log=None, j
         "jobs": 1,
         "elapsed_s": round(time.time() - t_start, 1),
         "scenario_s": scenario_s,
-        "num_specializations": len(records),
-        "num_failed": len(failed),
-        "num_over_shared": len(over),
+        "complete": complete,
         "specializations": records,
     }
+    _count(report)
+    return report
 
 
 def summarize(report: dict) -> list[dict]:
@@ -372,12 +400,17 @@ def run(args) -> int:
     if args.jobs < 0:
         raise ValueError(f"--jobs: expected a non-negative integer, got {args.jobs}")
     jobs = args.jobs or min(len(precisions), os.cpu_count() or 1)
-    report = check(archs, args.quick, precisions, overrides, log=log, jobs=jobs, kernels=args.kernel)
+    from fastlift._files import atomic_write_text
+
+    def write(report):
+        atomic_write_text(args.json, json.dumps(report, indent=1, default=str) + "\n")
+
+    progress = write if args.json and jobs == 1 else None
+    report = check(archs, args.quick, precisions, overrides, log=log, jobs=jobs, kernels=args.kernel,
+                   progress=progress)
     print(format_table(report))
     if args.json:
-        from fastlift._files import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(report, indent=1, default=str) + "\n")
+        write(report)
         print(f"results: {args.json}")
     return 1 if report["num_failed"] or report["num_over_shared"] else 0
 

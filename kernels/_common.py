@@ -448,6 +448,33 @@ def use_launcher(t: torch.Tensor) -> bool:
     return interpreter_active() or compile_only_active()
 
 
+_PLACEHOLDERS: dict = {}
+
+
+def placeholder(device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A one-element tensor for pointer arguments a specialisation does not use (or reads without
+    using the value, e.g. an unused dropout seed), cached per device and dtype so launchers allocate
+    nothing per launch besides their outputs. Never written. Not cached while tracing (fake tensors
+    must not leak into eager calls)."""
+    key = (torch.device(device), dtype)
+    t = _PLACEHOLDERS.get(key)
+    if t is not None and not _tracing():
+        return t
+    t = torch.empty(1, device=device, dtype=dtype)
+    if type(t) is torch.Tensor and not _tracing():
+        _PLACEHOLDERS[key] = t
+    return t
+
+
+def _tracing() -> bool:
+    if torch.compiler.is_compiling():
+        return True
+    try:
+        return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None
+    except (AttributeError, RuntimeError):  # private API moved: never cache
+        return True
+
+
 def static_int(v, default: int) -> int:
     """``v`` if it is a plain int, else ``default`` (a symbolic size during torch.export/compile
     tracing must not pick code paths, or the traced graph would be specialised to it)."""

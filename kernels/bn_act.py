@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastlift.kernels._common import (bn_act, check_kernel_device, dropout_key, dropout_threshold, rowwise_config,
-                                      use_launcher)
+from fastlift.kernels._common import (bn_act, check_kernel_device, dropout_key, dropout_threshold, placeholder,
+                                      rowwise_config, use_launcher)
 from fastlift.kernels.launch import launch
 
 __all__ = ["bn_act_materialize", "bn_act_launch", "bn_act_reference"]
@@ -90,7 +90,8 @@ def bn_act_launch(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
     bm, bc = cfg["BLOCK_M"], cfg["BLOCK_C"]
     res = residual if residual is not None else z
     launch(_bn_act_kernel, (triton.cdiv(m, bm), triton.cdiv(c, bc)),
-        z, scale, shift, mean if mean is not None else scale, res, seed if seed is not None else torch.zeros(1, device=z.device, dtype=torch.int64), y,
+        z, scale, shift, mean if mean is not None else scale, res,
+        seed if seed is not None else placeholder(z.device, torch.int64), y,
         m, t, c, res.stride(0), res.stride(1), res.stride(2), res_row_stride, res_offset, thr, 1.0 / (1.0 - p), salt,
         HAS_RES=residual is not None, DROPOUT=thr > 0, CENTRED=mean is not None, **cfg,
     )

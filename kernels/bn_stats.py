@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastlift.kernels._common import check_kernel_device, finalize_config, use_launcher
+from fastlift.kernels._common import check_kernel_device, finalize_config, placeholder, use_launcher
 from fastlift.kernels.launch import launch
 
 __all__ = ["bn_finalize", "bn_finalize_launch", "bn_finalize_reference", "bn_eval_coefficients"]
@@ -112,20 +112,22 @@ def bn_finalize_launch(psum: torch.Tensor, pm2: torch.Tensor, m: int, tile_m: in
     check_kernel_device("psum", psum)
     r, c = _check(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var)
     dev = psum.device
-    out = torch.empty((4, c), device=dev, dtype=torch.float32)
+    # Four separate outputs (an op's outputs must not alias each other; no clones of one buffer).
+    out = [torch.empty(c, device=dev, dtype=torch.float32) for _ in range(4)]
     update = running_mean is not None and running_var is not None
     if num_batches_tracked is not None and update:
         num_batches_tracked.add_(1)
-    dummy = out[0]
+    dummy = placeholder(dev)
     block_c = finalize_config(dev)["BLOCK_C"]
     launch(_bn_finalize_kernel, (triton.cdiv(c, block_c),),
         psum, pm2, gamma if gamma is not None else dummy, beta if beta is not None else dummy,
         running_mean if update else dummy, running_var if update else dummy,
-        num_batches_tracked if num_batches_tracked is not None else torch.ones(1, device=dev, dtype=torch.int64),
+        num_batches_tracked if num_batches_tracked is not None else (
+            torch.ones(1, device=dev, dtype=torch.int64) if momentum is None else placeholder(dev, torch.int64)),
         out[0], out[1], out[2], out[3], r, c, m, 0.0 if momentum is None else float(momentum), float(eps),
         TILE_M=tile_m, HAS_AFFINE=gamma is not None, UPDATE=update, CUMULATIVE=momentum is None, BLOCK_C=block_c,
     )
-    return out[0].clone(), out[1].clone(), out[2].clone(), out[3].clone()
+    return out[0], out[1], out[2], out[3]
 
 
 def bn_finalize_reference(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var, num_batches_tracked,

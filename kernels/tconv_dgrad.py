@@ -38,6 +38,7 @@ from fastlift.kernels._common import (
     dropout_key,
     dropout_threshold,
     gemm_config,
+    placeholder,
     load_output_grad,
     swizzle,
     tile_column_sums,
@@ -204,7 +205,7 @@ def tconv_dgrad_launch(g: torch.Tensor, w: torch.Tensor, taps: int, t_in: int, d
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     num_m, num_n = triton.cdiv(m_in, bm), triton.cdiv(c_in, bn)
     dev = g.device
-    dummy = torch.empty(1, device=dev, dtype=torch.float32)
+    dummy = placeholder(dev)
     gx = torch.empty((b, t_in, c_in), device=dev, dtype=g.dtype)
     epi = zprev is not None
     psu = torch.empty((num_m, c_in), device=dev, dtype=torch.float32) if epi else dummy
@@ -213,7 +214,7 @@ def tconv_dgrad_launch(g: torch.Tensor, w: torch.Tensor, taps: int, t_in: int, d
     launch(_tconv_dgrad_kernel, (num_m * num_n,),
         g, z if z is not None else g, gcoef if gcoef is not None else dummy, w,
         gres if gres is not None else g, zprev if epi else g, ecoef if epi else dummy, gx, psu, psz,
-        seed if seed is not None else torch.zeros(1, device=dev, dtype=torch.int64),
+        seed if seed is not None else placeholder(dev, torch.int64),
         m_in, t_in, t_out, c_in, c_out, gres.shape[1] if gres is not None else 1,
         gres_row_stride, gres_offset, g_thr, 1.0 / (1.0 - g_p), g_salt, e_thr, 1.0 / (1.0 - e_p), e_salt,
         TAPS=taps, DIL=dilation, STRIDE=stride, GPRO=int(z is not None), G_DROPOUT=g_thr > 0 and z is not None,

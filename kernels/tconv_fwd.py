@@ -42,6 +42,7 @@ from fastlift.kernels._common import (
     dropout_apply_torch,
     dropout_threshold,
     gemm_config,
+    placeholder,
     load_activation,
     swizzle,
     tile_column_sums,
@@ -264,7 +265,7 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     num_m, num_n = triton.cdiv(m, bm), triton.cdiv(c_out, bn)
     dev = x.device
-    dummy = torch.empty(1, device=dev, dtype=torch.float32)
+    dummy = placeholder(dev)
     y = torch.empty((b, t_out, c_out), device=dev, dtype=x.dtype) if store_y else torch.empty(0, device=dev, dtype=x.dtype)
     psum = torch.empty((num_m, c_out), device=dev, dtype=torch.float32) if stats else dummy
     pm2 = torch.empty((num_m, c_out), device=dev, dtype=torch.float32) if stats else dummy
@@ -277,7 +278,7 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
         x, w, bias if bias is not None else dummy, res, y if store_y else dummy,
         pro_scale if pro_scale is not None else dummy, pro_shift if pro_shift is not None else dummy,
         pro_mean if pro_mean is not None else dummy, pres,
-        seed if seed is not None else torch.zeros(1, device=dev, dtype=torch.int64),
+        seed if seed is not None else placeholder(dev, torch.int64),
         psum, pm2, shrink_w if shrink_w is not None else w, sout,
         m, t_out, t_in, c_in, c_out, j3,
         x.stride(0), x.stride(1), x.stride(2), res.stride(0), res.stride(1), res.stride(2),

@@ -31,6 +31,7 @@ from fastlift.kernels._common import (
     dropout_threshold,
     load_activation,
     load_output_grad,
+    placeholder,
     use_launcher,
     wgrad_config,
 )
@@ -174,15 +175,17 @@ def tconv_wgrad_launch(x: torch.Tensor, g: torch.Tensor, taps: int, dilation: in
         split = cfg["SPLIT"]
     rows_per_split = triton.cdiv(triton.cdiv(m, split), br) * br
     split = triton.cdiv(m, rows_per_split)
-    dw = torch.empty((split, taps * c_in, c_out), device=dev, dtype=torch.float32)
-    dummy = torch.empty(1, device=dev, dtype=torch.float32)
+    # One split writes the result directly (no reduction launch); several are summed in a fixed order.
+    shape = (split, taps * c_in, c_out) if split > 1 else (taps * c_in, c_out)
+    dw = torch.empty(shape, device=dev, dtype=torch.float32)
+    dummy = placeholder(dev)
     a_thr, g_thr = dropout_threshold(a_p), dropout_threshold(g_p)
     pres = pro_residual if pro_residual is not None else x
     launch(_tconv_wgrad_kernel, (tiles, split),
         x, pro_scale if pro_scale is not None else dummy, pro_shift if pro_shift is not None else dummy,
         pro_mean if pro_mean is not None else dummy, pres,
         g, z if z is not None else g, gcoef if gcoef is not None else dummy,
-        seed if seed is not None else torch.zeros(1, device=dev, dtype=torch.int64), dw,
+        seed if seed is not None else placeholder(dev, torch.int64), dw,
         m, t_in, t_out, c_in, c_out, rows_per_split,
         x.stride(0), x.stride(1), x.stride(2), pres.stride(0), pres.stride(1), pres.stride(2),
         pres_row_stride, pres_offset, a_thr, 1.0 / (1.0 - a_p), a_salt, g_thr, 1.0 / (1.0 - g_p), g_salt,
@@ -191,7 +194,7 @@ def tconv_wgrad_launch(x: torch.Tensor, g: torch.Tensor, taps: int, dilation: in
         A_DROPOUT=a_thr > 0 and pro_scale is not None, CENTRED=pro_mean is not None, GPRO=int(z is not None), G_DROPOUT=g_thr > 0 and z is not None,
         BLOCK_C=bc, BLOCK_N=bn, BLOCK_R=br, PRECISION=dot_precision(x.dtype), num_warps=warps, num_stages=stages,
     )
-    return dw.sum(0)  # fixed-order reduction of the split partials (a fresh tensor even for split=1)
+    return dw.sum(0) if split > 1 else dw
 
 
 def tconv_wgrad_reference(x, g, taps, dilation=1, stride=1, pro_scale=None, pro_shift=None, pro_residual=None,

@@ -31,7 +31,7 @@ WIDTHS = [3, 3, 3, 3, 3]  # the 243-frame model
 CHANNELS = 1024
 JOINTS = 17
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-KERNELS = ("tconv_fwd", "tconv_dgrad", "tconv_wgrad", "bn_act", "bn_finalize", "stream_layer")
+KERNELS = ("tconv_fwd", "tconv_dgrad", "tconv_wgrad", "bn_act", "bn_finalize", "bn_grad_coef", "stream_layer")
 
 
 def add_arguments(p) -> None:
@@ -307,12 +307,13 @@ def summarize(report: dict) -> list[dict]:
         key = (r["arch"], r["kernel"], r["precision"])
         row = rows.setdefault(key, dict(arch=r["arch"], kernel=r["kernel"], precision=r["precision"], specs=0, ok=0,
                                         max_shared=0, max_registers=0, max_spill=0, spilling=0, lowering=set(),
-                                        max_programs=0, over_shared=0))
+                                        max_programs=0, min_programs=None, over_shared=0))
         row["specs"] += 1
         programs = 1
         for g in r["grid"]:
             programs *= int(g)
         row["max_programs"] = max(row["max_programs"], programs)
+        row["min_programs"] = programs if row["min_programs"] is None else min(row["min_programs"], programs)
         if not r["ok"]:
             continue
         row["ok"] += 1
@@ -332,12 +333,12 @@ def summarize(report: dict) -> list[dict]:
 
 def format_table(report: dict) -> str:
     head = (f"{'arch':6s} {'kernel':12s} {'prec':5s} {'specs':>5s} {'ok':>4s} {'smem KB':>8s} {'regs':>5s} "
-            f"{'spill B':>8s} {'#spill':>6s} {'dot':>11s} {'programs':>9s}")
+            f"{'spill B':>8s} {'#spill':>6s} {'dot':>11s} {'programs':>12s}")
     lines = [head, "-" * len(head)]
     for r in summarize(report):
         lines.append(f"sm_{r['arch']:<3d} {r['kernel']:12s} {r['precision']:5s} {r['specs']:5d} {r['ok']:4d} "
                      f"{r['max_shared'] / 1024:8.1f} {r['max_registers']:5d} {r['max_spill']:8d} {r['spilling']:6d} "
-                     f"{r['lowering']:>11s} {r['max_programs']:9d}")
+                     f"{r['lowering']:>11s} {str(r['min_programs']) + '-' + str(r['max_programs']):>12s}")
     bad = [r for r in report["specializations"] if not r["ok"] or r["over_shared"]]
     for r in bad:
         why = r["error"] if not r["ok"] else f"shared memory {r['shared_bytes']} B > {r['shared_limit']} B"

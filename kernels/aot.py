@@ -203,9 +203,13 @@ class Compiler:
         if rec is None:
             consts = {k: _jsonable(v) for k, v in kw.items() if k in kernel.arg_names}
             opts = {k: _jsonable(v) for k, v in kw.items() if k not in kernel.arg_names}
+            programs = 1
+            for g in grid:
+                programs *= int(g)
             rec = dict(kernel=name, arch=self.target.arch, target=self.target.name, dtype=self.dtype,
                        precision=self.precision, dot_precision=consts.get("PRECISION"), ok=None, error=None,
-                       grid=list(grid), launches=0, scenarios=[], constexprs=consts, options=opts,
+                       grid=list(grid), programs=programs, sm_fill=round(programs / self.target.sm_count, 3),
+                       launches=0, scenarios=[], constexprs=consts, options=opts,
                        shared_limit=self.target.shared_bytes, score=_score(consts, opts))
             self.records[key] = rec
             if self.select is None or key in self.select:

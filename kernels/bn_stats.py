@@ -24,7 +24,8 @@ import triton.language as tl
 from fastlift.kernels._common import check_kernel_device, finalize_config, placeholder, use_launcher
 from fastlift.kernels.launch import launch
 
-__all__ = ["bn_finalize", "bn_finalize_launch", "bn_finalize_reference", "bn_eval_coefficients"]
+__all__ = ["bn_finalize", "bn_finalize_launch", "bn_finalize_reference", "bn_eval_coefficients", "bn_grad_coef",
+           "bn_grad_coef_launch", "bn_grad_coef_reference"]
 
 
 @triton.jit
@@ -35,14 +36,14 @@ def _bn_finalize_kernel(
     beta_ptr,  # [C] BN bias (HAS_AFFINE)
     rmean_ptr,  # [C] running mean, updated in place (UPDATE)
     rvar_ptr,  # [C] running var, updated in place (UPDATE)
-    nbt_ptr,  # [1] int64 num_batches_tracked, already incremented (CUMULATIVE)
+    nbt_ptr,  # [1] int64 num_batches_tracked: read (already incremented) if CUMULATIVE, else incremented (INCREMENT)
     mean_ptr,  # [C] fp32 out
     invstd_ptr,  # [C] fp32 out
     scale_ptr,  # [C] fp32 out
     shift_ptr,  # [C] fp32 out
     R, C, M, momentum, eps,
     TILE_M: tl.constexpr, HAS_AFFINE: tl.constexpr, UPDATE: tl.constexpr, CUMULATIVE: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    INCREMENT: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     ok = cols < C
@@ -76,6 +77,10 @@ def _bn_finalize_kernel(
             f = 1.0 / tl.load(nbt_ptr).to(tl.float32)
         else:
             f = momentum
+            if INCREMENT:
+                # f does not depend on the counter, so one program may advance it (no host add_).
+                if tl.program_id(0) == 0:
+                    tl.store(nbt_ptr, tl.load(nbt_ptr) + 1)
         rm = tl.load(rmean_ptr + cols, mask=ok, other=0.0)
         rv = tl.load(rvar_ptr + cols, mask=ok, other=0.0)
         new_rm = (1.0 - f) * rm.to(tl.float32) + f * mean_a
@@ -115,7 +120,9 @@ def bn_finalize_launch(psum: torch.Tensor, pm2: torch.Tensor, m: int, tile_m: in
     # Four separate outputs (an op's outputs must not alias each other; no clones of one buffer).
     out = [torch.empty(c, device=dev, dtype=torch.float32) for _ in range(4)]
     update = running_mean is not None and running_var is not None
-    if num_batches_tracked is not None and update:
+    cumulative = momentum is None
+    increment = num_batches_tracked is not None and update
+    if increment and cumulative:  # the kernel reads the incremented counter
         num_batches_tracked.add_(1)
     dummy = placeholder(dev)
     block_c = finalize_config(dev)["BLOCK_C"]
@@ -125,7 +132,8 @@ def bn_finalize_launch(psum: torch.Tensor, pm2: torch.Tensor, m: int, tile_m: in
         num_batches_tracked if num_batches_tracked is not None else (
             torch.ones(1, device=dev, dtype=torch.int64) if momentum is None else placeholder(dev, torch.int64)),
         out[0], out[1], out[2], out[3], r, c, m, 0.0 if momentum is None else float(momentum), float(eps),
-        TILE_M=tile_m, HAS_AFFINE=gamma is not None, UPDATE=update, CUMULATIVE=momentum is None, BLOCK_C=block_c,
+        TILE_M=tile_m, HAS_AFFINE=gamma is not None, UPDATE=update, CUMULATIVE=cumulative,
+        INCREMENT=increment and not cumulative, BLOCK_C=block_c,
     )
     return out[0], out[1], out[2], out[3]
 
@@ -157,6 +165,87 @@ def bn_finalize_reference(psum, pm2, m, tile_m, gamma, beta, running_mean, runni
     return mean.float(), invstd.float(), scale.float(), shift.float()
 
 
+@triton.jit
+def _bn_grad_coef_kernel(
+    psu_ptr,  # [R, C] fp32 per-tile sums of gu (dgrad epilogue)
+    psz_ptr,  # [R, C] fp32 per-tile sums of gu * zhat
+    scale_ptr, shift_ptr, mean_ptr, invstd_ptr,  # [C] fp32 each: this layer's BN (forward)
+    gcoef_ptr,  # [6, C] fp32 out: scale, shift, mean, invstd, m1, m2
+    dgamma_ptr,  # [C] fp32 out: sum gu * zhat
+    dbeta_ptr,  # [C] fp32 out: sum gu
+    R, C, n,
+    TRAINING: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ok = cols < C
+    su = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    sz = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for i in range(0, R):  # fixed order: deterministic
+        su += tl.load(psu_ptr + i * C + cols, mask=ok, other=0.0)
+        sz += tl.load(psz_ptr + i * C + cols, mask=ok, other=0.0)
+    tl.store(dbeta_ptr + cols, su, mask=ok)
+    tl.store(dgamma_ptr + cols, sz, mask=ok)
+    if TRAINING:
+        m1 = su / n
+        m2 = sz / n
+    else:  # running statistics are constants: no gradient through the batch mean/variance
+        m1 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    tl.store(gcoef_ptr + cols, tl.load(scale_ptr + cols, mask=ok, other=0.0), mask=ok)
+    tl.store(gcoef_ptr + C + cols, tl.load(shift_ptr + cols, mask=ok, other=0.0), mask=ok)
+    tl.store(gcoef_ptr + 2 * C + cols, tl.load(mean_ptr + cols, mask=ok, other=0.0), mask=ok)
+    tl.store(gcoef_ptr + 3 * C + cols, tl.load(invstd_ptr + cols, mask=ok, other=0.0), mask=ok)
+    tl.store(gcoef_ptr + 4 * C + cols, m1, mask=ok)
+    tl.store(gcoef_ptr + 5 * C + cols, m2, mask=ok)
+
+
+def _check_grad_coef(psu, psz, n, scale, shift, mean, invstd):
+    if psu.dim() != 2 or psu.shape != psz.shape or psu.dtype != torch.float32 or psz.dtype != torch.float32:
+        raise ValueError(f"psu/psz: expected fp32 [tiles, C] of equal shape, got {tuple(psu.shape)} {psu.dtype} / "
+                         f"{tuple(psz.shape)} {psz.dtype}")
+    c = psu.shape[1]
+    for name, v in (("scale", scale), ("shift", shift), ("mean", mean), ("invstd", invstd)):
+        if v.shape != (c,) or v.dtype != torch.float32:
+            raise ValueError(f"{name}: expected fp32 [{c}], got {tuple(v.shape)} {v.dtype}")
+    if n < 1:
+        raise ValueError(f"n: expected a positive row count, got {n}")
+    return c
+
+
+def bn_grad_coef_launch(psu: torch.Tensor, psz: torch.Tensor, n: int, scale: torch.Tensor, shift: torch.Tensor,
+                        mean: torch.Tensor, invstd: torch.Tensor, training: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reduce the dgrad epilogue's BN-backward partials of one BatchNorm layer over ``n`` rows.
+
+    Returns ``(gcoef, dgamma, dbeta)``: ``gcoef`` fp32 ``[6, C]`` = scale, shift, mean, invstd,
+    ``m1 = sum(gu)/n``, ``m2 = sum(gu*zhat)/n`` (zeros when not ``training``: eval-mode BN), the
+    prologue coefficients of the BN backward (``load_output_grad``); ``dgamma = sum(gu*zhat)``,
+    ``dbeta = sum(gu)``, fp32 ``[C]``. One launch instead of two sums, two divisions and a stack.
+    """
+    check_kernel_device("psu", psu)
+    c = _check_grad_coef(psu, psz, n, scale, shift, mean, invstd)
+    dev = psu.device
+    gcoef = torch.empty((6, c), device=dev, dtype=torch.float32)
+    dgamma = torch.empty(c, device=dev, dtype=torch.float32)
+    dbeta = torch.empty(c, device=dev, dtype=torch.float32)
+    block_c = finalize_config(dev)["BLOCK_C"]
+    launch(_bn_grad_coef_kernel, (triton.cdiv(c, block_c),),
+           psu, psz, scale, shift, mean, invstd, gcoef, dgamma, dbeta, psu.shape[0], c, float(n),
+           TRAINING=bool(training), BLOCK_C=block_c)
+    return gcoef, dgamma, dbeta
+
+
+def bn_grad_coef_reference(psu, psz, n, scale, shift, mean, invstd, training):
+    """Torch twin of :func:`bn_grad_coef_launch`."""
+    _check_grad_coef(psu, psz, n, scale, shift, mean, invstd)
+    su, sz = psu.sum(0), psz.sum(0)
+    if training:
+        m1, m2 = su / n, sz / n
+    else:
+        m1 = m2 = torch.zeros_like(scale)
+    return torch.stack([scale, shift, mean, invstd, m1, m2]), sz, su
+
+
 def bn_eval_coefficients(gamma, beta, running_mean, running_var, eps):
     """``(mean, invstd, scale, shift)`` of an eval-mode BatchNorm (running statistics), fp32."""
     mean = running_mean.float()
@@ -180,3 +269,14 @@ def bn_finalize(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var, nu
                                   momentum, eps)
     return torch.ops.fastlift.bn_finalize(psum, pm2, m, tile_m, gamma, beta, running_mean, running_var,
                                           num_batches_tracked, momentum, eps)
+
+
+_gc_op = torch.library.triton_op("fastlift::bn_grad_coef", mutates_args=())(bn_grad_coef_launch)
+_gc_op.register_kernel("cpu")(bn_grad_coef_reference)
+
+
+def bn_grad_coef(psu, psz, n, scale, shift, mean, invstd, training):
+    """Registered operator ``fastlift::bn_grad_coef`` (or the launcher under the CPU interpreter)."""
+    if use_launcher(psu):
+        return bn_grad_coef_launch(psu, psz, n, scale, shift, mean, invstd, training)
+    return torch.ops.fastlift.bn_grad_coef(psu, psz, n, scale, shift, mean, invstd, training)

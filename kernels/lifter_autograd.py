@@ -27,19 +27,20 @@ stored.
 Eval mode uses the running statistics (``m1 = m2 = 0`` in the BN backward) and no dropout, so
 the same function gives exact gradients through a frozen-BN model too.
 """
+import weakref
 from typing import Optional, Sequence
 
 import torch
 
 from fastlift.kernels.bn_act import bn_act_materialize
-from fastlift.kernels.bn_stats import bn_eval_coefficients, bn_finalize
+from fastlift.kernels.bn_stats import bn_eval_coefficients, bn_finalize, bn_grad_coef
 from fastlift.kernels.bn_sync import bn_finalize_synced, current_bn_sync
 from fastlift.kernels.plan import ConvGeom, LifterPlan
 from fastlift.kernels.tconv_dgrad import tconv_dgrad
 from fastlift.kernels.tconv_fwd import stats_tile_rows, tconv_fwd
 from fastlift.kernels.tconv_wgrad import tconv_wgrad
 
-__all__ = ["ConvGeom", "LifterPlan", "LifterFunction", "layer_salt", "pack_weight", "unpack_weight"]
+__all__ = ["ConvGeom", "LifterPlan", "LifterFunction", "layer_salt", "pack_weight", "packed_weight", "unpack_weight"]
 
 # Per-layer dropout salts are far apart so that (seed + salt) never collides across layers for
 # any realistic number of training steps (the module advances the seed by 1 per step).
@@ -56,6 +57,26 @@ def pack_weight(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Conv1d weight ``[C_out, C_in, K]`` -> kernel layout ``[K*C_in, C_out]`` in ``dtype``."""
     c_out, c_in, k = w.shape
     return w.detach().to(dtype).permute(2, 1, 0).reshape(k * c_in, c_out).contiguous()
+
+
+_PACKED: dict = {}  # id(parameter) -> (key, packed); entries die with their parameter (weakref.finalize)
+
+
+def packed_weight(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`pack_weight`, cached per parameter and repacked only when the parameter changed (its
+    version counter, storage or the dtype): forwards without an optimizer step in between (eval
+    loops, gradient accumulation) do not repack. Not cached while tracing."""
+    if torch.compiler.is_compiling() or not isinstance(w, torch.nn.Parameter):
+        return pack_weight(w, dtype)
+    key = (w._version, w.data_ptr(), dtype, w.device)
+    hit = _PACKED.get(id(w))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    packed = pack_weight(w, dtype)
+    if hit is None:
+        weakref.finalize(w, _PACKED.pop, id(w), None)
+    _PACKED[id(w)] = (key, packed)
+    return packed
 
 
 def unpack_weight(dw: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -131,8 +152,8 @@ class LifterFunction(torch.autograd.Function):
         p_eff = float(p) if training else 0.0
         seed_used = seed.detach().clone()
         geoms = _geoms(plan)
-        weights = [pack_weight(w, act) for w in convs]
-        ws = pack_weight(shrink_w, act)
+        weights = [packed_weight(w, act) for w in convs]
+        ws = packed_weight(shrink_w, act)
         bias = shrink_b.detach().float()
         states = []
         # Synced BatchNorm (fastlift.kernels.bn_sync): statistics of the whole process group's batch.
@@ -212,17 +233,20 @@ class LifterFunction(torch.autograd.Function):
         dbeta = [None] * plan.num_bn
 
         def reduce(l, psu, psz):
+            # One launch: dbeta = sum gu, dgamma = sum gu*zhat, and the BN-backward coefficients
+            # [scale, shift, mean, invstd, m1, m2] (m1 = m2 = 0 in eval mode: constant statistics).
             st = states[l]
+            n = st.z.shape[0] * st.z.shape[1]
+            if sync is None:
+                st.gcoef, dgamma[l], dbeta[l] = bn_grad_coef(psu, psz, n, st.scale, st.shift, st.mean, st.invstd,
+                                                             training)
+                return
+            # Synced BatchNorm (training only): batch means over every rank's rows; dgamma/dbeta stay
+            # local (DDP sums them).
             sgu, sguz = psu.sum(0), psz.sum(0)
             dbeta[l], dgamma[l] = sgu, sguz
-            if training:
-                n = st.z.shape[0] * st.z.shape[1]
-                if sync is not None:  # batch means over every rank's rows; dgamma/dbeta stay local (DDP sums them)
-                    sgu, sguz, n = sync.reduce_sums(sgu, sguz, torch.tensor(float(n), device=sgu.device))
-                m1, m2 = sgu / n, sguz / n
-            else:  # running statistics are constants: no gradient through the batch mean/variance
-                m1 = m2 = torch.zeros_like(st.scale)
-            st.gcoef = torch.stack([st.scale, st.shift, st.mean, st.invstd, m1, m2])
+            sgu, sguz, nt = sync.reduce_sums(sgu, sguz, torch.tensor(float(n), device=sgu.device))
+            st.gcoef = torch.stack([st.scale, st.shift, st.mean, st.invstd, sgu / nt, sguz / nt])
 
         last_l = plan.num_bn - 1
         last = states[last_l]

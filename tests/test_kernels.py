@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fastlift.kernels._common import dropout_mask_torch, dropout_threshold
 from fastlift.kernels.bn_act import bn_act_launch, bn_act_reference
-from fastlift.kernels.bn_stats import bn_finalize_launch, bn_finalize_reference
+from fastlift.kernels.bn_stats import bn_finalize_launch, bn_finalize_reference, bn_grad_coef_launch, bn_grad_coef_reference
 from fastlift.kernels.tconv_dgrad import tconv_dgrad_launch, tconv_dgrad_reference
 from fastlift.kernels.tconv_fwd import conv_out_frames, stats_tile_rows, tconv_fwd_launch, tconv_fwd_reference
 from fastlift.kernels.tconv_wgrad import tconv_wgrad_launch, tconv_wgrad_reference
@@ -258,6 +258,25 @@ def test_bn_finalize_matches_batchnorm1d(momentum):
     out2 = bn_finalize_reference(psum, pm2, m, tile, bn.weight.data, bn.bias.data, rm2, rv2, None, 0.5, bn.eps)
     close(out2[0], mean, 1e-6)
     close(out2[1], invstd, 1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_bn_grad_coef_matches_twin(training):
+    g = torch.Generator().manual_seed(5)
+    psu, psz = torch.randn(7, 45, generator=g), torch.randn(7, 45, generator=g)
+    coefs = [torch.randn(45, generator=g) for _ in range(4)]
+    got = bn_grad_coef_launch(psu, psz, 201, *coefs, training)
+    want = bn_grad_coef_reference(psu, psz, 201, *coefs, training)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    gcoef, dgamma, dbeta = got
+    torch.testing.assert_close(dbeta, psu.sum(0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dgamma, psz.sum(0), rtol=1e-6, atol=1e-6)
+    m1 = psu.sum(0) / 201 if training else torch.zeros(45)
+    torch.testing.assert_close(gcoef[4], m1, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gcoef[:4], torch.stack(coefs))
+    with pytest.raises(ValueError, match="scale: expected fp32 \\[45\\]"):
+        bn_grad_coef_launch(psu, psz, 201, torch.zeros(3), *coefs[1:], training)
 
 
 def test_bn_finalize_rejects_single_row():

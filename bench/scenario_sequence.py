@@ -112,11 +112,11 @@ def _exported(ctx: BenchContext, ref: torch.nn.Module, key, x: torch.Tensor):
     from fastlift import export as E
 
     if key not in ctx.export_cache:
-        d = tempfile.mkdtemp(prefix="fastlift-bench-export-")
         t0 = time.perf_counter()
-        path = f"{d}/lifter.pt2"
-        E.export_package(ref, path, dtype=torch.float32, device=ctx.device, source="bench")
-        ctx.export_cache[key] = (E.load_package(path)[0], time.perf_counter() - t0)
+        with tempfile.TemporaryDirectory(prefix="fastlift-bench-export-") as d:  # the loader unpacks it
+            path = f"{d}/lifter.pt2"
+            E.export_package(ref, path, dtype=torch.float32, device=ctx.device, source="bench")
+            ctx.export_cache[key] = (E.load_package(path)[0], time.perf_counter() - t0)
     package, seconds = ctx.export_cache[key]
     ctx.log(f"  export-aoti-fp32: package built in {seconds:.0f} s")
     return lambda: package(x)

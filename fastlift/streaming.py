@@ -217,10 +217,10 @@ class StreamingLifter:
             res_tap = dil_conv.taps - 1 - lag // dil_conv.dilation
             ops.append(_Op(pw, ("buf", "h"), ("buf", "g"), res=(r, lag), res_tap=res_tap))
         ops.append(_Op(shrink, ("buf", "g"), ("buf", "out")))
-        # CPU fp32: oneDNN linear with prepacked weights and the bias + ReLU fused into the GEMM
+        # CPU fp32/bf16: oneDNN linear with prepacked weights and the bias + ReLU fused into the GEMM
         # (about 30 % faster than addmm on the 243f layers here, and fewer parallel regions per
         # step, which matters on a small, shared CPU). A oneDNN call costs ~40 us, so tiny layers
-        # stay on addmm, as does everything off CPU-fp32 (into preallocated buffers).
+        # stay on addmm, as does everything off CPU fp32/bf16 (into preallocated buffers).
         self._onednn = (self.backend == "torch" and dev.type == "cpu" and dt in (torch.float32, torch.bfloat16)
                         and _onednn_linear_ok() and (dt == torch.float32 or _onednn_bf16_ok()))
         for op in ops:

@@ -55,6 +55,20 @@ def test_executor_fp32_matches_reference(fw, kw, onednn, b, t):
     assert rel_err(got.reshape(b, -1, J_OUT, 3), ref(x)) < 2e-6
 
 
+def test_executor_chunks_long_inputs_exactly(monkeypatch):
+    import fastlift.cpu_infer as ci
+
+    ref = model()
+    x = walk(2, 90).reshape(2, 90, -1)
+    ex = CpuExecutor(fold_lifter(ref))
+    whole = ex(x)
+    monkeypatch.setattr(ci, "MAX_ROWS", 2 * 7)  # 7 output frames per chunk and sequence, ragged tail
+    chunked = ex(x)
+    assert chunked.shape == whole.shape == (2, 64, J_OUT * 3)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+    assert rel_err(chunked.reshape(2, -1, J_OUT, 3), ref(x.reshape(2, 90, J_IN, 2))) < 2e-6
+
+
 @pytest.mark.parametrize("onednn", [True, False])
 def test_executor_non_contiguous_input(onednn):
     if onednn and not onednn_linear_available(torch.float32):

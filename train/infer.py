@@ -15,6 +15,10 @@ Human3.6M-layout keypoints (every fastlift checkpoint records its layout) gets t
 keypoints converted with :func:`coco_to_h36m` (``--convert auto``, the default); checkpoints
 that record no layout (the reference's) are assumed to take the file's layout as is, as the
 reference's in-the-wild pipeline does (its COCO-trained checkpoints take COCO keypoints).
+
+The reading, normalisation and conversion are :mod:`fastlift.lift_input`, shared with
+``fastlift stream``. The output goes to ``-o/--out`` (default ``<input stem>_3d.npz`` in the
+current folder); an existing file is replaced only with ``--overwrite``, an input never.
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ import torch
 
 from fastlift._files import atomic_savez, object_entry
 from fastlift.data.io import read_keypoints
-from fastlift.lift_input import (COCO_TO_H36M_DIRECT, add_input_arguments, coco_to_h36m, nest_outputs,
-                                 output_metadata, read_lift_input)
+from fastlift.lift_input import (COCO_TO_H36M_DIRECT, add_input_arguments, coco_to_h36m,  # noqa: F401 (re-exported)
+                                 nest_outputs, output_metadata, read_lift_input)
 from fastlift.skeleton import H36M_17
 
 __all__ = ["coco_to_h36m", "add_arguments", "run", "lift_file", "COCO_TO_H36M_DIRECT", "default_output"]

@@ -220,12 +220,10 @@ def setup(args, mode: str = "train") -> DistContext:
     else:
         raise ValueError(f"--device: distributed training supports cuda (NCCL) and cpu (gloo), got {args.device!r}")
     if not dist.is_initialized():
-        from torch.distributed import rendezvous as rdzv
-
         # torchrun's workers share the agent's TCPStore across elastic restarts, and the process
         # group's keys (e.g. gloo's peer addresses) would be read back stale from the previous attempt:
         # the restarted group then dials dead ranks. A per-attempt key prefix keeps attempts apart.
-        store, rank, world = next(rdzv.rendezvous("env://", rank=rank, world_size=world, timeout=_timeout()))
+        store, rank, world = next(dist.rendezvous("env://", rank=rank, world_size=world, timeout=_timeout()))
         store = dist.PrefixStore(f"fastlift/attempt_{restarts}/", store)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=_timeout())
     ctx = DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,

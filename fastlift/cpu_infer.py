@@ -18,8 +18,8 @@ once per dtype (:func:`onednn_linear_available`); without it every GEMM is ``tor
 public path: MKL in fp32, still channels-last and prepared once).
 
 Limitations: fp32 and bf16 only (fp64/fp16 models use :func:`fastlift.fold.run_folded_torch`);
-inference only (no autograd); the concatenated A operand costs ``B*T_out*W*C`` elements of
-scratch per dilated layer.
+inference only (no autograd); the concatenated A operand costs ``rows * W * C`` elements of
+scratch per dilated layer, with ``rows <= MAX_ROWS`` (longer inputs run in overlapping time chunks).
 """
 from __future__ import annotations
 

@@ -191,6 +191,7 @@ def test_without_sync_bn_ranks_normalise_with_their_own_share(data_dir, one_proc
     assert torch.load(ck / "epoch_1.bin", weights_only=True)["fastlift"]["distributed"]["sync_bn"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.interpreter
 def test_fused_kernels_sync_bn_two_ranks_equal_one_process(data_dir, tmp_path):
     # The Triton path (TRITON_INTERPRET=1, set by conftest and inherited): per-tile BN partials
@@ -274,6 +275,7 @@ def test_killed_worker_restarts_the_group_from_the_last_checkpoint(data_dir, tmp
     assert np.isfinite(res["report"]["action_mean"]["mpjpe"])
 
 
+@pytest.mark.slow
 def test_two_nodes_on_loopback_with_c10d_rendezvous(data_dir, one_process, tmp_path):
     port = free_port()
     ck = tmp_path / "nodes"

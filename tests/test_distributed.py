@@ -334,3 +334,17 @@ def test_mismatched_flags_between_ranks_are_refused(data_dir, tmp_path):
     for _, err in outs:
         assert "--learning-rate: every process must get the same flags; rank 0 has 0.001, rank 1 has 0.002" in err
     assert not (tmp_path / "ck").exists()
+
+
+def test_semi_supervised_training_runs_data_parallel(data_dir, tmp_path):
+    # Labelled S1 + unlabelled S5 (both models under DDP, synced BN over labelled + unlabelled rows).
+    ck = tmp_path / "semi"
+    flags = ["-str", "S1", "-sun", "S5", "-ste", "S9", "-a", "Walking", "-arc", "3,3", "-ch", "16", "-e", "2",
+             "--warmup", "1", "-b", "64", "--subset", "0.5", "--sync-bn"]
+    r = torchrun(["train", *base(data_dir, ck, *flags)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(ck / "epoch_2.bin", map_location="cpu", weights_only=True)
+    assert ckpt["model_traj"] is not None and ckpt["random_state_semi"] is not None
+    h = ckpt["fastlift"]["history"]
+    assert all(np.isfinite(h["loss_2d_train_unlabeled"])) and h["loss_2d_train_unlabeled"][1] > 0
+    assert r.stdout.count("2d_train_unsup") == 2

@@ -100,11 +100,12 @@ def test_plan_from_state_dict_and_stream_geometry(arch):
     plan = LifterPlan.from_model(m)
     assert LifterPlan.from_state_dict(m.state_dict(), causal=causal, dense=dense) == plan
     assert plan.kernel_widths == tuple(m.get_submodule(lp.param).kernel_size[0] for lp in plan.layers
-                                       if lp.taps > 1 or lp.name == "expand" or lp.name.endswith("wide"))
+                                       if lp.name == "expand" or lp.name.endswith("wide"))
     # Rings: the network input and every block input, each as long as its reader's span + 1.
     rings = plan.stream_rings
     assert [r.length for r in rings] == [plan.expand.span + 1] + [b.conv.span + 1 for b in plan.blocks]
-    assert sum(r.length - 1 for r in rings) == rf_minus_one(plan)
+    # The rings together hold exactly the receptive field's history: the spans add up to RF - 1.
+    assert sum(r.length - 1 for r in rings) == plan.receptive_field - 1
     prog = plan.stream_program
     assert [op.layer for op in prog] == list(range(len(plan.layers)))
     for op in prog:
@@ -115,11 +116,6 @@ def test_plan_from_state_dict_and_stream_geometry(arch):
             wide = plan.layers[op.layer - 1]
             assert wide.span - lag == lp.res_offset
             assert prog[op.layer - 1].lags[op.res_tap] == lag
-
-
-def rf_minus_one(plan):
-    # The rings together hold exactly the receptive field's history: sum of spans = RF - 1.
-    return plan.receptive_field - 1
 
 
 def test_1f_plan_runs_as_the_dilated_model():

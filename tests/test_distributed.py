@@ -348,3 +348,10 @@ def test_semi_supervised_training_runs_data_parallel(data_dir, tmp_path):
     h = ckpt["fastlift"]["history"]
     assert all(np.isfinite(h["loss_2d_train_unlabeled"])) and h["loss_2d_train_unlabeled"][1] > 0
     assert r.stdout.count("2d_train_unsup") == 2
+
+
+def test_nproc_per_node_inside_torchrun_is_refused(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", *base(data_dir, tmp_path, "--nproc-per-node", "2")]) == 2
+    assert "--nproc-per-node: this process already runs under torchrun (WORLD_SIZE=2)" in capsys.readouterr().err

@@ -4,6 +4,8 @@ See :mod:`fastlift.train.args` for the flags and :mod:`fastlift.train.loop` for 
 """
 from __future__ import annotations
 
+import os
+
 from fastlift.train.args import add_train_arguments
 from fastlift.train.distributed import add_distributed_arguments
 
@@ -19,7 +21,7 @@ def run(args) -> int:
     if distributed.launch_requested(args):
         if distributed.in_torchrun():
             raise ValueError(f"--nproc-per-node: this process already runs under torchrun (WORLD_SIZE="
-                             f"{distributed.os.environ.get('WORLD_SIZE')}); drop --nproc-per-node")
+                             f"{os.environ.get('WORLD_SIZE')}); drop --nproc-per-node")
         from fastlift.train import args as targs
 
         targs.validate(args, "train")

@@ -390,12 +390,12 @@ def add_distributed_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("distributed (torchrun / DDP; see docs/distributed.md)")
     g.add_argument("--sync-bn", action="store_true",
                    help="BatchNorm statistics of the global batch across processes (default: per-process statistics)")
-    g.add_argument("--nproc-per-node", default=None, type=_positive_or_raw, metavar="N",
+    g.add_argument("--nproc-per-node", default=None, type=_int_arg, metavar="N",
                    help="start N training processes on this machine through torchrun (same as `torchrun "
                         "--nproc-per-node N -m fastlift train ...`); -b stays the global batch")
     g.add_argument("--nnodes", default=None, metavar="N|MIN:MAX",
                    help="with --nproc-per-node: number of machines (needs --rdzv-endpoint for more than one)")
-    g.add_argument("--max-restarts", default=None, type=_positive_or_raw, metavar="N",
+    g.add_argument("--max-restarts", default=None, type=_int_arg, metavar="N",
                    help="with --nproc-per-node: restart the whole group up to N times after a failure; the run resumes "
                         "from its newest checkpoint")
     g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
@@ -403,7 +403,7 @@ def add_distributed_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rdzv-id", default=None, metavar="ID", help="with --nproc-per-node: rendezvous (job) id")
 
 
-def _positive_or_raw(text: str):
+def _int_arg(text: str):
     try:
         return int(text)
     except ValueError:

@@ -392,3 +392,31 @@ def test_real_video_stream_and_infer_roundtrip(lifted, tmp_path, capsys):
     ref = np.load(out / "poses_3d.npz", allow_pickle=True)
     if ref["valid"].all():
         np.testing.assert_allclose(again, ref["positions_3d"].item()["cam01"]["custom"][0], atol=1e-4)
+
+
+def test_real_video_gaps_are_interpolated_or_split(pose2sim_clip, tmp_path, monkeypatch):
+    """Detections dropped on purpose: a 5-frame gap (< --max-gap 0.25 s = 15 frames at 60 fps) is
+    interpolated, a 30-frame gap splits the video; those frames get no pose and the 2D file keeps
+    confidence 0 there."""
+    from fastlift.train import video as vid
+
+    real_call = vid._Detector.__call__
+    count = {"i": 0}
+
+    def dropping(self, rgb):
+        i = count["i"]
+        count["i"] += 1
+        lm = real_call(self, rgb)
+        return None if (20 <= i < 25 or 50 <= i < 80) else lm
+
+    monkeypatch.setattr(vid._Detector, "__call__", dropping)
+    out = tmp_path / "gaps"
+    assert main(_video_args(pose2sim_clip, "--out", out, "--quiet", "--no-video")) == 0
+    z = np.load(out / "poses_3d.npz", allow_pickle=True)
+    p, valid, interp = z["positions_3d"].item()["cam01"]["custom"][0], z["valid"], z["interpolated"]
+    np.testing.assert_array_equal(np.flatnonzero(interp), np.arange(20, 25))
+    np.testing.assert_array_equal(np.flatnonzero(~valid), np.arange(50, 80))
+    assert z["segments"].tolist() == [[0, 50], [80, 100]]
+    assert np.isnan(p[50:80]).all() and np.isfinite(p[valid]).all()
+    conf = np.load(out / "keypoints_2d.npz", allow_pickle=True)["confidence"].item()["cam01"]["custom"][0]
+    assert (conf[20:25] == 0).all() and (conf[50:80] == 0).all() and (conf[:20].max(axis=1) > 0).all()

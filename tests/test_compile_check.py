@@ -206,6 +206,9 @@ def test_oversized_config_is_reported_over_shared_memory(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("FASTLIFT_FULL_COMPILE_CHECK") != "1",
+                    reason="the full compile check takes 30+ min on 2 cores (CI's whole budget): set "
+                           "FASTLIFT_FULL_COMPILE_CHECK=1 to run it (it produced bench/results/compile-sm*.json)")
 @needs_nvidia
 def test_full_check_sm80_sm90(tmp_path):
     """Every specialisation of every workload compiles for both targets (~30+ min on 2 cores)."""

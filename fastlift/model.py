@@ -378,7 +378,7 @@ def fuse(model: nn.Module, dtype: Optional[torch.dtype] = None, device=None, imp
     On CPU, fp32 and bf16 run the prepared oneDNN executor (:mod:`fastlift.cpu_infer`; bf16 with
     fp32 accumulation and an fp32 output layer). bf16/fp16 on a CPU that only emulates them
     warn once (:func:`fastlift.precision.warn_if_emulated`); a bf16/fp16 request for a float64
-    model is refused.
+    model warns once, naming the model's dtype (it folds in float64, then casts).
     """
     from fastlift.precision import check_model_dtype, parse_precision, precision_dtype, warn_if_emulated
 

@@ -120,8 +120,17 @@ def resolve_precision(precision: str, device="cpu") -> str:
 
 
 def check_model_dtype(model_dtype: torch.dtype, dtype: torch.dtype, name: str = "dtype") -> None:
-    """Refuse a half-precision request for a float64 model: fp64 parameters mean the caller wants
-    reference-exact numbers, so casting them to bf16/fp16 is almost certainly a mistake."""
+    """Say so (once per process and pair) when a float64 model is asked for bf16/fp16.
+
+    fp64 parameters usually mean the caller wants reference-exact numbers, so the request is
+    probably a mistake -- but folding in float64 and then casting is also the most accurate way to
+    get a half-precision lifter (an existing, tested use of ``fuse``), so it is a warning that names
+    the model's dtype, not an error."""
     if model_dtype == torch.float64 and dtype in (torch.bfloat16, torch.float16):
-        raise ValueError(f"{name}: {precision_name(dtype)} requested, but the model's parameters are torch.float64; "
-                         f"convert the model first (model.float()) or keep float64")
+        key = ("fp64->", dtype)
+        if key in _warned:
+            return
+        _warned.add(key)
+        warnings.warn(f"{name}: {precision_name(dtype)} requested, but the model's parameters are torch.float64: "
+                      f"folding in float64 and casting to {precision_name(dtype)} (keep float64 for reference-exact "
+                      f"numbers)", RuntimeWarning, stacklevel=3)

@@ -354,8 +354,17 @@ def test_readme_table_render_and_rewrite(tiny_run, tmp_path):
 def test_committed_results_are_valid_and_render():
     results = REPO / "bench" / "results"
     files = sorted(results.glob("*.json"))
+    checked = 0
     for p in files:
-        rep.validate_report(json.loads(p.read_text()))
+        data = json.loads(p.read_text())
+        if p.name.startswith("compile-"):  # `fastlift kernels check` reports (tests/test_compile_check.py)
+            assert data["tool"] == "fastlift kernels check" and data["specializations"], p.name
+        elif data.get("benchmark") == "ddp_scaling":  # bench/ddp_scaling.py (tests/test_distributed.py)
+            assert data["runs"] and data["host"], p.name
+        else:
+            rep.validate_report(data)
+            checked += 1
+    assert checked >= 2  # the CPU full and quick suites are committed
     block = rt.render(results)
     assert block.startswith("<!-- generated")
 

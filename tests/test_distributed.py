@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import torch
 
+from fastlift.checkpoint import load_checkpoint  # fastlift checkpoints hold numpy RandomState objects (run.py -r)
+
 from fastlift.cli import main
 from fastlift.train.args import parse_args
 from fastlift.train.runner import main as run_main
@@ -67,7 +69,7 @@ def quiet_run(argv, mode="train"):
 
 
 def weights(path):
-    return torch.load(path, map_location="cpu", weights_only=True)["model_pos"]
+    return load_checkpoint(path)["model_pos"]
 
 
 def max_rel_diff(a, b):
@@ -160,7 +162,7 @@ def test_sync_bn_two_ranks_equal_one_process_and_checkpoints_move_between_world_
     # Measured ~1e-6 (fp32 rounding of the DDP gradient average); without --sync-bn it is ~1e-1.
     assert max_rel_diff(ref1, weights(two / "epoch_1.bin")) < 2e-5
     assert max_rel_diff(ref2, weights(two / "epoch_2.bin")) < 2e-5
-    ck = torch.load(two / "epoch_2.bin", map_location="cpu", weights_only=True)
+    ck = load_checkpoint(two / "epoch_2.bin")
     assert ck["fastlift"]["distributed"]["world_size"] == 2 and len(ck["fastlift"]["distributed"]["rng_ranks"]) == 2
     h1 = json.loads((one_process / "history.json").read_text())
     h2 = json.loads((two / "history.json").read_text())
@@ -188,7 +190,7 @@ def test_without_sync_bn_ranks_normalise_with_their_own_share(data_dir, one_proc
     # measured ~1e-1 relative weight difference after one epoch, against ~1e-6 with --sync-bn.
     d = max_rel_diff(weights(one_process / "epoch_1.bin"), weights(ck / "epoch_1.bin"))
     assert 1e-3 < d < 1.0, d
-    assert torch.load(ck / "epoch_1.bin", weights_only=True)["fastlift"]["distributed"]["sync_bn"] is False
+    assert load_checkpoint(ck / "epoch_1.bin")["fastlift"]["distributed"]["sync_bn"] is False
 
 
 @pytest.mark.slow
@@ -267,7 +269,7 @@ def test_killed_worker_restarts_the_group_from_the_last_checkpoint(data_dir, tmp
         _stop(proc)
     assert proc.returncode == 0, (out[-2000:], err[-4000:])
     assert "Elastic restart 1: resuming from" in out, out[-2000:]
-    ckpt = torch.load(ck / "epoch_4.bin", map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(ck / "epoch_4.bin")
     assert ckpt["epoch"] == 4 and len(ckpt["fastlift"]["history"]["loss_3d_train"]) == 4
     assert not [p.name for p in ck.iterdir() if p.name.startswith(".")]  # no temporary (half-written) files
     res = quiet_run(base(data_dir, tmp_path / "ev", "-ste", "S9", "-arc", "3,3", "-ch", "16", "--evaluate",
@@ -343,7 +345,7 @@ def test_semi_supervised_training_runs_data_parallel(data_dir, tmp_path):
              "--warmup", "1", "-b", "64", "--subset", "0.5", "--sync-bn"]
     r = torchrun(["train", *base(data_dir, ck, *flags)])
     assert r.returncode == 0, r.stderr[-3000:]
-    ckpt = torch.load(ck / "epoch_2.bin", map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(ck / "epoch_2.bin")
     assert ckpt["model_traj"] is not None and ckpt["random_state_semi"] is not None
     h = ckpt["fastlift"]["history"]
     assert all(np.isfinite(h["loss_2d_train_unlabeled"])) and h["loss_2d_train_unlabeled"][1] > 0

@@ -209,6 +209,25 @@ def test_exported_programs_equal_eager(causal):
         assert rel_err(got, want) < 1e-5, (b, t)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cpu_export_traces_the_channels_last_linear_path(dtype):
+    # The CPU package runs fuse().lift's executor math (im2col + GEMM, channels-last), not conv1d:
+    # Inductor (freezing) prepacks constant-weight addmm into oneDNN linears, not conv1d weights.
+    m = make_model([3, 3, 3], False, channels=16)
+    programs, _ = E.export_programs(m, dtype=dtype)
+    ops = [str(n.target) for n in programs["model"].graph.nodes if n.op == "call_function"]
+    assert not [o for o in ops if "conv" in o], ops
+    assert ops.count("aten.addmm.default") == 6, ops  # expand, 2 blocks x 2, shrink
+    model, fused = programs["model"].module(), fuse(m, dtype=dtype)
+    for b, t in [(1, 1), (3, 30)]:
+        x = torch.from_numpy(random_keypoints((b, t, J_IN, 2), t))
+        got, want = model(x), fused.lift(x)
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        # The same math as the eager executor: fp32 to rounding, bf16 to bf16 rounding.
+        assert rel_err(got, want) < (1e-5 if dtype == torch.float32 else 1e-2), (b, t)
+        assert rel_err(got, lift_sequence(m, x)) < E.VERIFY_TOL[dtype], (b, t)
+
+
 def test_export_rejects_bad_settings():
     m = make_model()
     with pytest.raises(ValueError, match="impl: 'triton' packages need a CUDA device"):

@@ -143,7 +143,7 @@ class BenchContext:
     compile_estimate_s: float = 60.0      # expected cost of the next compilation (updated as they happen)
     last_compile_fresh: bool = False      # whether the last compiled() call created a new wrapper
     export: bool = False                  # also measure the exported (AOTInductor) whole-sequence package
-    export_cache: dict = field(default_factory=dict)  # arc -> (loaded package, export seconds)
+    export_cache: dict = field(default_factory=dict)  # (arc, precision) -> (loaded package, export seconds)
 
     def compiled(self, key, model):
         """One ``torch.compile`` wrapper per (scenario, model), reused across that model's cases.

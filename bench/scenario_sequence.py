@@ -13,10 +13,11 @@ reference's edge padding (:func:`fastlift.reference.lift_sequence` semantics) an
 * ``fastlift-<precision>`` — :func:`fastlift.fuse` (BN folded) ``.lift``: on CUDA the fused
   Triton kernels in fp32 / tf32 / fp16 / bf16; on CPU ``impl="auto"``, i.e. the folded model in
   pure torch (the Triton CPU interpreter is never benchmarked);
-* ``export-aoti-fp32`` (``--export``) — the model exported by :func:`fastlift.export.export_package`
-  (the ``fastlift export`` package, AOTInductor) and run through AOTInductor's package loader,
-  the C++ runtime ``fastlift_run`` uses, so deploying without Python is measured against
-  ``fastlift-fp32`` in the same interleaved rounds (``extra.vs_fastlift_fp32``; export time in
+* ``export-aoti-fp32`` / ``export-aoti-bf16`` (``--export``, per precision asked for) — the model
+  exported by :func:`fastlift.export.export_package` (the ``fastlift export`` package,
+  AOTInductor) and run through AOTInductor's package loader, the C++ runtime ``fastlift_run``
+  uses, so deploying without Python is measured against ``fastlift-fp32`` / ``fastlift-bf16`` in
+  the same interleaved rounds (``extra.vs_fastlift_fp32`` / ``vs_fastlift_bf16``; export time in
   ``extra.export_s``).
 
 Work per call: ``batch * frames`` output frames, ``batch * frames * flops_per_frame`` model FLOPs
@@ -79,9 +80,11 @@ def build_variants(ctx: BenchContext, ref: torch.nn.Module, x: torch.Tensor, key
 
         variants.append(Variant(f"fastlift-{prec}", "fastlift", prec, make,
                                 label=f"fastlift fuse({prec}) {'Triton' if cuda else 'oneDNN executor (CPU)'}"))
-    if ctx.export and "fp32" in ctx.precisions:
-        variants.append(Variant("export-aoti-fp32", "export", "fp32", lambda: _exported(ctx, ref, key, x),
-                                label="fastlift export (AOTInductor package) fp32"))
+    for prec in ("fp32", "bf16") if ctx.export else ():
+        if prec in ctx.precisions:
+            variants.append(Variant(f"export-aoti-{prec}", "export", prec,
+                                    lambda prec=prec: _exported(ctx, ref, key, x, prec),
+                                    label=f"fastlift export (AOTInductor package) {prec}"))
     if ctx.compile:  # last: a skipped/slow compilation never costs the other variants
         def compiled():
             cm = ctx.compiled(("sequence",) + key, ref)
@@ -104,34 +107,37 @@ def build_variants(ctx: BenchContext, ref: torch.nn.Module, x: torch.Tensor, key
     return variants
 
 
-def _exported(ctx: BenchContext, ref: torch.nn.Module, key, x: torch.Tensor):
-    """Export ``ref`` once per model (cached in ``ctx``) and return a call of the loaded package."""
+def _exported(ctx: BenchContext, ref: torch.nn.Module, key, x: torch.Tensor, prec: str = "fp32"):
+    """Export ``ref`` in ``prec`` once per model (cached in ``ctx``) and return a call of the loaded package."""
     import tempfile
     import time
 
     from fastlift import export as E
 
+    key = (*key, prec)
     if key not in ctx.export_cache:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="fastlift-bench-export-") as d:  # the loader unpacks it
             path = f"{d}/lifter.pt2"
-            E.export_package(ref, path, dtype=torch.float32, device=ctx.device, source="bench")
+            E.export_package(ref, path, dtype=E.DTYPES[prec], device=ctx.device, source="bench")
             ctx.export_cache[key] = (E.load_package(path)[0], time.perf_counter() - t0)
     package, seconds = ctx.export_cache[key]
-    ctx.log(f"  export-aoti-fp32: package built in {seconds:.0f} s")
+    ctx.log(f"  export-aoti-{prec}: package built in {seconds:.0f} s")
     return lambda: package(x)
 
 
 def _export_ratio(ctx: BenchContext, recs: list[dict]) -> None:
-    """``extra.vs_fastlift_fp32``: exported package frames/s over ``fuse(...).lift`` frames/s (same rounds)."""
+    """``extra.vs_fastlift_<prec>``: exported package frames/s over ``fuse(..., dtype=prec).lift``
+    frames/s (same rounds), for fp32 and bf16."""
     by = {r["variant"]: r for r in recs if r["status"] == "ok"}
-    exp, fl = by.get("export-aoti-fp32"), by.get("fastlift-fp32")
-    if exp is None or fl is None:
-        return
-    exp["extra"]["vs_fastlift_fp32"] = exp["frames_per_s"] / fl["frames_per_s"]
-    ctx.log(f"  export-aoti-fp32 / fastlift-fp32: {exp['extra']['vs_fastlift_fp32']:.2f}x")
-    if ctx.on_result is not None:  # rewrite the results file with the ratio
-        ctx.on_result(exp)
+    for prec in ("fp32", "bf16"):
+        exp, fl = by.get(f"export-aoti-{prec}"), by.get(f"fastlift-{prec}")
+        if exp is None or fl is None:
+            continue
+        exp["extra"][f"vs_fastlift_{prec}"] = exp["frames_per_s"] / fl["frames_per_s"]
+        ctx.log(f"  export-aoti-{prec} / fastlift-{prec}: {exp['extra'][f'vs_fastlift_{prec}']:.2f}x")
+        if ctx.on_result is not None:  # rewrite the results file with the ratio
+            ctx.on_result(exp)
 
 
 def run(ctx: BenchContext, budget=None, extra_variants=None) -> list[dict]:

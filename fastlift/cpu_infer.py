@@ -17,6 +17,12 @@ hardware wants it (used by :func:`fastlift.fuse` modules on CPU; the Triton kern
 once per dtype (:func:`onednn_linear_available`); without it every GEMM is ``torch.addmm`` (the
 public path: MKL in fp32, still channels-last and prepared once).
 
+The layer math itself is one function, :func:`linear_forward`, run by the executor (with its
+prepared weights and GEMM) and traced, with :func:`addmm_linear`, by :func:`traceable_forward`:
+the form ``torch.compile``/``torch.export`` see for fused CPU models (``fastlift export``'s CPU
+package), where Inductor with ``freezing`` turns each constant-weight ``addmm`` into the same
+prepacked oneDNN linear with the ReLU / residual add fused as post-ops.
+
 Limitations: fp32 and bf16 only (fp64/fp16 models use :func:`fastlift.fold.run_folded_torch`);
 inference only (no autograd); the concatenated A operand costs ``rows * W * C`` elements of
 scratch per dilated layer, with ``rows <= MAX_ROWS`` (longer inputs run in overlapping time chunks).
@@ -29,7 +35,8 @@ import torch
 
 from fastlift.fold import FoldedLifter
 
-__all__ = ["CpuExecutor", "onednn_linear_available", "SUPPORTED_DTYPES"]
+__all__ = ["CpuExecutor", "onednn_linear_available", "linear_forward", "addmm_linear", "traceable_forward",
+           "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -68,6 +75,67 @@ def _prepare_weight(w_kn: torch.Tensor, onednn: bool) -> torch.Tensor:
     if w_kn.dtype == torch.bfloat16:
         return torch.ops.mkldnn._reorder_linear_weight(w_kn.t().contiguous(), _PACK_ROWS_HINT)
     return w_kn.t()
+
+
+def addmm_linear(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, relu: bool) -> torch.Tensor:
+    """``relu?(a @ w + b)`` with public ops: ``a (rows, K)``, ``w (K, N)``, ``b (N,)``, one dtype."""
+    y = torch.addmm(b, a, w)
+    return y.relu_() if relu else y
+
+
+def linear_forward(h: torch.Tensor, layers, shrink_w: torch.Tensor, shrink_b: torch.Tensor, linear,
+                   *, strided_view: bool = True) -> torch.Tensor:
+    """The folded lifter's math, channels-last: ``h (B, T, C_in)`` -> ``(B, T - RF + 1, C_out)`` fp32.
+
+    ``h``: contiguous, in the compute dtype. ``layers``: per hidden layer ``(w, b, taps, dilation,
+    relu, res_offset, span)`` with ``span = (taps - 1) * dilation``, where ``w``/``b`` are whatever
+    ``linear(a (rows, taps * C), w, b, relu) -> (rows, C_out)`` takes. Each layer is one GEMM on the
+    ``taps`` row-shifted slices concatenated along channels (im2col); a block's 1x1 layer adds the
+    block input at ``res_offset`` in place. The shrink layer is ``addmm`` in fp32 on ``shrink_w
+    (C, C_out)``, ``shrink_b (C_out,)``. ``strided_view``: for ``B == 1`` and a dense conv read the
+    overlapping rows as a strided view instead of copying them (eager only: a traced graph must
+    not branch on the batch size).
+    """
+    bsz = h.shape[0]
+    block_in = None
+    for i, (w, b, taps, dil, relu, res_off, span) in enumerate(layers):
+        t_in, c = h.shape[1], h.shape[2]
+        t_out = t_in - span
+        if taps == 1:
+            a = h.reshape(bsz * t_in, c)
+        elif strided_view and bsz == 1 and dil == 1:
+            # Rows t..t+taps-1 of one contiguous sequence are one contiguous span: no copy.
+            a = h.as_strided((t_out, taps * c), (c, 1))
+        else:
+            a = torch.cat([h[:, k * dil: k * dil + t_out] for k in range(taps)], dim=2).reshape(bsz * t_out, taps * c)
+        y = linear(a, w, b, relu).view(bsz, t_out, -1)
+        if res_off is not None:
+            y.add_(block_in[:, res_off: res_off + t_out])
+        # A block's input is the expand layer's output or the previous block's 1x1 output.
+        if i == 0 or res_off is not None:
+            block_in = y
+        h = y
+    t = h.shape[1]
+    out = torch.addmm(shrink_b, h.reshape(bsz * t, -1).to(torch.float32), shrink_w)
+    return out.view(bsz, t, shrink_w.shape[1])
+
+
+def traceable_forward(folded: FoldedLifter, x: torch.Tensor) -> torch.Tensor:
+    """:func:`linear_forward` with :func:`addmm_linear` on ``folded``'s own tensors, for tracing.
+
+    ``x (B, T, C_in)`` (edge padding is the caller's) -> ``(B, T - RF + 1, C_out)`` fp32, computed
+    in the weights' dtype (fp32 or bf16; the shrink in fp32, as :class:`CpuExecutor`). No weight is
+    converted ahead of time and no private op is called: under ``torch.export``/``torch.compile``
+    with Inductor's ``freezing`` the weights are constants, so each ``addmm`` becomes a prepacked
+    oneDNN linear (``mkldnn._linear_pointwise``) with the ReLU and residual add as post-ops.
+    Limitation: no time chunking (the im2col scratch grows with ``B * T``, unlike the executor's).
+    """
+    layers = folded.layers
+    dtype = layers[0].weight.dtype
+    hidden = [(l.weight, l.bias.to(dtype), l.taps, l.dilation, l.relu, l.res_offset, l.span) for l in layers[:-1]]
+    shrink = layers[-1]
+    return linear_forward(x.to(dtype).contiguous(), hidden, shrink.weight.to(torch.float32),
+                          shrink.bias.to(torch.float32), addmm_linear, strided_view=False)
 
 
 class CpuExecutor:
@@ -109,8 +177,7 @@ class CpuExecutor:
     def _linear(self, a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, relu: bool) -> torch.Tensor:
         if self.onednn:
             return torch.ops.mkldnn._linear_pointwise(a, w, b, "relu" if relu else "none", [], "")
-        y = torch.addmm(b, a, w)
-        return y.relu_() if relu else y
+        return addmm_linear(a, w, b, relu)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,26 +195,4 @@ class CpuExecutor:
         return torch.cat([self._run(x[:, s: s + step + rf - 1]) for s in range(0, t_out, step)], dim=1)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        bsz = x.shape[0]
-        h = x.to(self.dtype).contiguous()
-        block_in = None
-        for i, (w, b, taps, dil, relu, res_off, span) in enumerate(self._layers):
-            t_in, c = h.shape[1], h.shape[2]
-            t_out = t_in - span
-            if taps == 1:
-                a = h.view(bsz * t_in, c)
-            elif bsz == 1 and dil == 1:
-                # Rows t..t+taps-1 of one contiguous sequence are one contiguous span: no copy.
-                a = h.as_strided((t_out, taps * c), (c, 1))
-            else:
-                a = torch.cat([h[:, k * dil: k * dil + t_out] for k in range(taps)], dim=2).view(bsz * t_out, taps * c)
-            y = self._linear(a, w, b, relu).view(bsz, t_out, -1)
-            if res_off is not None:
-                y.add_(block_in[:, res_off: res_off + t_out])
-            # A block's input is the expand layer's output or the previous block's 1x1 output.
-            if i == 0 or res_off is not None:
-                block_in = y
-            h = y
-        t = h.shape[1]
-        out = torch.addmm(self._shrink_b, h.reshape(bsz * t, -1).to(torch.float32), self._shrink_w)
-        return out.view(bsz, t, self.c_out)
+        return linear_forward(x.to(self.dtype).contiguous(), self._layers, self._shrink_w, self._shrink_b, self._linear)

@@ -38,9 +38,11 @@ Every model carries string metadata (``AOTIModelPackageLoader::get_metadata()`` 
 Implementation per device: a CPU package is built from the pure-torch folded math
 (``impl="reference"``): the fused Triton op's CPU kernel is a Python registration that a C++
 AOTInductor runtime cannot call, so an export that kept it would not run without Python
-(:func:`check_python_free` rejects such graphs); it is compiled with Inductor's ``freezing`` so
-the weights' layout work (folded ``[taps*C_in, C_out]`` -> ``F.conv1d``'s ``[C_out, C_in, taps]``)
-is done once at compile time, as ``fuse(model).lift`` caches it, not on every call. On CUDA the whole-sequence model is exported
+(:func:`check_python_free` rejects such graphs). In fp32/bf16 the traced math is the CPU
+executor's (:func:`fastlift.cpu_infer.traceable_forward`: channels-last, one GEMM per layer on
+the row-shifted slices, as ``fuse(model).lift`` runs it), compiled with Inductor's ``freezing`` so
+every GEMM's weight is a constant that Inductor prepacks once, at compile time, into a oneDNN
+linear (``mkldnn._linear_pointwise``, ReLU fused) -- no per-call weight work. On CUDA the whole-sequence model is exported
 with ``impl="triton"``: ``torch.export`` keeps each ``fastlift::tconv_fwd`` call as a custom-op
 node (no graph break), and AOTInductor decomposes that ``triton_op`` into its Triton kernels and
 compiles them into the package; after compilation :func:`export_package` rejects any operator
@@ -406,12 +408,17 @@ def export_package(model, out, *, dtype=torch.float32, device="cpu", impl: str =
     metas = {}
     for kind, ep in programs.items():
         meta = _metadata(info, kind, source, random_init)
-        # CPU: freeze the weights, so layout work on them (the folded [taps*C_in, C_out] weights
-        # become F.conv1d's [C_out, C_in, taps] in run_folded_torch) is folded into constants at
-        # compile time instead of repeated on every call (68 MB of copies per call for the 243f
-        # model: the package ran at ~0.7-0.9x of fuse(model).lift). Inductor freezes only with
-        # grad mode off.
+        # CPU: freeze the weights, so Inductor prepacks each constant-weight addmm of the traced
+        # channels-last path into a oneDNN linear (blocked weight, ReLU post-op) at compile time;
+        # unfrozen, the weights are graph inputs and every call would re-layout them (68 MB of
+        # copies per call for the 243f model). Inductor freezes only with grad mode off.
         options = {"freezing": True} if info["device"] == "cpu" else {}
+        if info["device"] == "cpu" and kind == "model":
+            # Materialise each block's residual sum once (in place on its GEMM output, as the
+            # executor does) instead of letting Inductor recompute it inside each of the next
+            # layer's im2col slice copies: that inlining cost the 243f bf16 package ~6 % of
+            # fuse(model).lift's speed (12 ms/call of bf16<->fp32 conversions on one thread).
+            options["realize_reads_threshold"] = 1
         options.update(inductor_configs or {})
         options.update({"aot_inductor.package": True, "aot_inductor.metadata": meta})
         args, kwargs = ep.example_inputs

@@ -297,7 +297,12 @@ class FusedInferenceLifter(nn.Module):
         if not self.uses_kernels(x):
             if edge_left or edge_right:
                 x3 = _ref.edge_pad(x3, edge_left, edge_right)
-            if x3.device.type == "cpu" and self.dtype in _CPU_DTYPES and not torch.compiler.is_compiling():
+            if x3.device.type == "cpu" and self.dtype in _CPU_DTYPES:
+                if torch.compiler.is_compiling():
+                    # The executor's math in traceable form (export / torch.compile on CPU).
+                    from fastlift.cpu_infer import traceable_forward
+
+                    return traceable_forward(self.folded(), x3).reshape(b, -1, self.num_joints_out, 3)
                 return self.cpu_executor()(x3).reshape(b, -1, self.num_joints_out, 3)
             return run_folded_torch(self.folded(), x3.reshape(b, x3.shape[1], self.num_joints_in, self.in_features)).float()
         from fastlift.kernels.tconv_fwd import tconv_fwd

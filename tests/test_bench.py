@@ -482,9 +482,15 @@ def test_export_ratio_is_recorded_against_fuse_lift():
                        baseline=False, label=v, status="ok", frames_per_call=1.0, flops_per_call=0.0,
                        frames_per_s=fps) for v, f, fps in (("fastlift-fp32", "fastlift", 200.0),
                                                            ("export-aoti-fp32", "export", 150.0))]
-    _export_ratio(ctx, recs)
+    bf16 = [new_result(scenario="sequence", case="c", params={}, variant=v, family=f, precision="bf16",
+                       baseline=False, label=v, status="ok", frames_per_call=1.0, flops_per_call=0.0,
+                       frames_per_s=fps) for v, f, fps in (("fastlift-bf16", "fastlift", 400.0),
+                                                           ("export-aoti-bf16", "export", 420.0))]
+    _export_ratio(ctx, recs + bf16)
     assert recs[1]["extra"]["vs_fastlift_fp32"] == pytest.approx(0.75)
     assert "vs_fastlift_fp32" not in recs[0]["extra"]
+    # bf16 packages are compared with the bf16 executor, not with fp32.
+    assert bf16[1]["extra"]["vs_fastlift_bf16"] == pytest.approx(1.05) and "vs_fastlift_fp32" not in bf16[1]["extra"]
 
 
 @pytest.mark.slow
@@ -492,12 +498,13 @@ def test_tiny_suite_with_the_exported_package(tmp_path):
     """``--export``: the AOTInductor package is checked against the reference and timed beside
     ``fuse(...).lift`` (AOTInductor compiles one small model: tens of seconds)."""
     report = run_suite(scenarios=["sequence"], plan="tiny", device="cpu", out_dir=tmp_path, log=lambda line: None,
-                       export=True, write_png=False)
-    exp = [r for r in report["results"] if r["variant"] == "export-aoti-fp32"]
-    assert exp and all(r["status"] == "ok" and r["family"] == "export" for r in exp), exp
-    for r in exp:
-        assert r["check_error"] <= TOLERANCES["fp32"] and r["extra"]["vs_fastlift_fp32"] > 0
-        assert "reference-fp32" in r["speedup_vs"]
+                       export=True, write_png=False, precisions="fp32,bf16")
+    for prec in ("fp32", "bf16"):
+        exp = [r for r in report["results"] if r["variant"] == f"export-aoti-{prec}"]
+        assert exp and all(r["status"] == "ok" and r["family"] == "export" for r in exp), exp
+        for r in exp:
+            assert r["check_error"] <= TOLERANCES[prec] and r["extra"][f"vs_fastlift_{prec}"] > 0
+            assert "reference-fp32" in r["speedup_vs"]
     assert report["runs"][-1]["export"] is True
 
 

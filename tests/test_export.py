@@ -11,6 +11,7 @@ tests add a causal ``--causal-stream`` package and a bf16 ``--random-init`` pack
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -207,6 +208,25 @@ def test_exported_programs_equal_eager(causal):
         assert rel_err(model(x), want) < 1e-5, (b, t)
         got = E.stream_with_step(step, x, info["delay"], info["state_shapes"])
         assert rel_err(got, want) < 1e-5, (b, t)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cpu_export_traces_the_channels_last_linear_path(dtype):
+    # The CPU package runs fuse().lift's executor math (im2col + GEMM, channels-last), not conv1d:
+    # Inductor (freezing) prepacks constant-weight addmm into oneDNN linears, not conv1d weights.
+    m = make_model([3, 3, 3], False, channels=16)
+    programs, _ = E.export_programs(m, dtype=dtype)
+    ops = [str(n.target) for n in programs["model"].graph.nodes if n.op == "call_function"]
+    assert not [o for o in ops if "conv" in o], ops
+    assert ops.count("aten.addmm.default") == 6, ops  # expand, 2 blocks x 2, shrink
+    model, fused = programs["model"].module(), fuse(m, dtype=dtype)
+    for b, t in [(1, 1), (3, 30)]:
+        x = torch.from_numpy(random_keypoints((b, t, J_IN, 2), t))
+        got, want = model(x), fused.lift(x)
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        # The same math as the eager executor: fp32 to rounding, bf16 to bf16 rounding.
+        assert rel_err(got, want) < (1e-5 if dtype == torch.float32 else 1e-2), (b, t)
+        assert rel_err(got, lift_sequence(m, x)) < E.VERIFY_TOL[dtype], (b, t)
 
 
 def test_export_rejects_bad_settings():
@@ -493,6 +513,33 @@ def test_fastlift_trained_causal_stream_package(tmp_path, runner, capsys):
                  *(["--stream"] if stream else []))
         assert p.returncode == 0, p.stderr
         assert rel_err(np.load(tmp_path / "o.npy"), want) < 1e-5, stream
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cpu_package_gemms_are_prepacked_onednn_linears(tmp_path, monkeypatch, dtype):
+    # Read the generated wrapper: every GEMM must be a call on a weight packed at compile time
+    # (a frozen constant), with the hidden layers' ReLU fused; no conv, no unpacked addmm.
+    # A private Inductor cache: the wrapper read below is this compile's, not a shared cache entry.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    compiled = []
+    check = E._check_compiled
+    monkeypatch.setattr(E, "_check_compiled", lambda files, what: (compiled.append(list(files)), check(files, what))[1])
+    m = make_model()
+    path = tmp_path / "p.pt2"
+    E.export_package(m, path, dtype=dtype)
+    wrappers = [f for f in compiled[0] if isinstance(f, str) and f.endswith(".wrapper.cpp")]
+    assert len(wrappers) == 1, compiled[0]
+    code = Path(wrappers[0]).read_text()
+    calls = [line for line in code.splitlines() if "aoti_torch_cpu__linear_pointwise(" in line]
+    # expand, block conv, block 1x1, shrink
+    assert len(calls) == 4, sorted(set(re.findall(r"aoti_torch_cpu_[a-z_]+|cpp_fused_[a-z_0-9]+", code)))
+    assert all("_frozen_param" in c for c in calls), calls
+    assert sum('"relu"' in c for c in calls) == 3, calls
+    assert "aoti_torch_cpu_addmm" not in code and "convolution" not in code
+    x = torch.from_numpy(random_keypoints((2, 30, J_IN, 2), 5))
+    got, want = E.load_package(path)[0](x), fuse(m, dtype=dtype).lift(x)
+    assert rel_err(got, want) < (1e-5 if dtype == torch.float32 else 1e-2)
 
 
 @pytest.mark.slow

@@ -149,6 +149,19 @@ def bn_finalize_reference(psum, pm2, m, tile_m, gamma, beta, running_mean, runni
     mean = s.sum(0) / total
     tile_mean = s / counts[:, None]
     m2 = pm2.double().sum(0) + (counts[:, None] * (tile_mean - mean) ** 2).sum(0)
+    return bn_coefficients_from_moments(mean, m2, total, gamma, beta, running_mean, running_var, num_batches_tracked,
+                                        momentum, eps)
+
+
+def bn_coefficients_from_moments(mean, m2, total, gamma, beta, running_mean, running_var, num_batches_tracked,
+                                 momentum, eps):
+    """BatchNorm training coefficients from merged fp64 moments (shared by the torch twin and the
+    process-group finalize in :mod:`fastlift.kernels.bn_sync`).
+
+    ``mean``/``m2``: fp64 ``[C]`` batch mean and sum of squared deviations over ``total`` rows.
+    Returns fp32 ``(mean, invstd, scale, shift)`` ``[C]``; running statistics (if given) are
+    updated in place with the batch mean and the unbiased variance (the reference's rule,
+    cumulative average when ``momentum`` is None)."""
     var = m2 / total
     invstd = torch.rsqrt(var + eps)
     g = gamma.double() if gamma is not None else torch.ones_like(mean)

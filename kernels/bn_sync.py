@@ -113,23 +113,14 @@ def bn_finalize_synced(sync: BNSync, psum, pm2, m: int, tile_m: int, gamma, beta
     Returns fp32 ``(mean, invstd, scale, shift)`` ``[C]`` of the global batch; running statistics
     (if given) are updated in place with the global mean and unbiased global variance.
     """
+    # Lazy: bn_stats imports triton, and the reference path's SyncBatchNorm uses this module too.
+    from fastlift.kernels.bn_stats import bn_coefficients_from_moments
+
     count, mean, m2 = local_moments(psum, pm2, m, tile_m)
     total, mean, m2 = sync.merge_moments(count, mean, m2)
     n = float(total)
     if n < 2 and running_mean is not None:
         raise ValueError(f"BatchNorm in training mode needs more than 1 value per channel, got {int(n)} "
                          f"(global batch x frames at this layer)")
-    var = m2 / n
-    invstd = torch.rsqrt(var + eps)
-    g = gamma.double() if gamma is not None else torch.ones_like(mean)
-    b = beta.double() if beta is not None else torch.zeros_like(mean)
-    scale = g * invstd
-    shift = b - mean * scale
-    if running_mean is not None and running_var is not None:
-        if num_batches_tracked is not None:
-            num_batches_tracked.add_(1)
-        f = (1.0 / float(num_batches_tracked)) if momentum is None else momentum
-        with torch.no_grad():
-            running_mean.copy_((1 - f) * running_mean.double() + f * mean)
-            running_var.copy_((1 - f) * running_var.double() + f * var * n / (n - 1))
-    return mean.float(), invstd.float(), scale.float(), shift.float()
+    return bn_coefficients_from_moments(mean, m2, n, gamma, beta, running_mean, running_var, num_batches_tracked,
+                                        momentum, eps)

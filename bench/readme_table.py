@@ -174,7 +174,8 @@ def _context(reports: list[dict]) -> list[str]:
         lines.append(f"- {_card(r)} limits (dense datasheet peaks; 243f whole-sequence ceilings): " + "; ".join(parts) + ".")
     if any(r.get("machine", {}).get("device_type") != "cuda" for r in reports):
         lines.append("- CPU rows report achieved GFLOP/s only, one row per precision (fp32, bf16); on CPU fastlift "
-                     "runs the BN-folded oneDNN executor (`fastlift.cpu_infer`, no Triton) for whole sequences, the "
+                     "runs the BN-folded model (fp32: conv1d; bf16: the oneDNN executor `fastlift.cpu_infer`; no Triton) for "
+                     "whole sequences, the "
                      "StreamingLifter torch backend for streaming and the 1f model as channels-last GEMMs (bf16: "
                      "torch.autocast) for training. Whether bf16 is native on that CPU is in the run's notes.")
     return lines

@@ -79,7 +79,7 @@ def build_variants(ctx: BenchContext, ref: torch.nn.Module, x: torch.Tensor, key
             return lambda: fused.lift(x)
 
         variants.append(Variant(f"fastlift-{prec}", "fastlift", prec, make,
-                                label=f"fastlift fuse({prec}) {'Triton' if cuda else 'oneDNN executor (CPU)'}"))
+                                label=f"fastlift fuse({prec}) {'Triton' if cuda else ('oneDNN executor (CPU)' if prec == 'bf16' else 'folded conv1d (CPU)')}"))
     for prec in ("fp32", "bf16") if ctx.export else ():
         if prec in ctx.precisions:
             variants.append(Variant(f"export-aoti-{prec}", "export", prec,

@@ -141,8 +141,8 @@ def run_suite(scenarios=SCENARIOS, plan: str | Plan = "quick", device: str | tor
             notes.append(f"CPU: fastlift precisions {dropped} not measured (TF32/fp16 are GPU paths; the CPU runs "
                          f"fp32 and bf16)")
         precs = [p for p in precs if p in ("fp32", "bf16")] or ["fp32"]
-        notes.append("CPU: fastlift = fuse(impl='auto') (BN-folded oneDNN executor, fastlift.cpu_infer) for "
-                     "inference, the StreamingLifter torch backend for streaming, impl='auto' (the 1f model as "
+        notes.append("CPU: fastlift = fuse(impl='auto') (BN-folded model: fp32 conv1d, bf16 the oneDNN executor "
+                     "fastlift.cpu_infer) for inference, the StreamingLifter torch backend for streaming, impl='auto' (the 1f model as "
                      "channels-last GEMMs, fastlift.cpu_train; bf16 under torch.autocast) for training; the Triton "
                      "interpreter is never benchmarked")
         if "bf16" in precs:

@@ -27,23 +27,9 @@ import time
 
 import torch
 
+from fastlift.bench.machine import cpu_ids, cpu_model_name
+
 __all__ = ["layer_shapes", "measure", "main"]
-
-
-def _cpu_ids() -> dict:
-    ids = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "cpu family", "model", "stepping") and key not in ids:
-                    ids[key] = val.strip()
-                if key == "flags" and "flags" not in ids:
-                    ids["flags"] = sorted(x for x in val.split() if x.startswith(("avx512", "amx", "avx2", "fma")))
-    except OSError:
-        pass
-    return ids
 
 
 def layer_shapes(folded, frames: int, batch: int = 1) -> list[tuple[int, int, int]]:
@@ -123,7 +109,7 @@ def measure(arch=(3, 3, 3, 3, 3), channels: int = 1024, frames: int = 500, batch
     med = {k: statistics.median(v) for k, v in times.items()}
     t_ref = med["reference-fp32"]
     out = {
-        "cpu": _cpu_ids(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cpu": cpu_model_name(), "cpu_id": cpu_ids(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "arch": list(arch), "channels": channels, "frames": frames, "batch": batch, "rounds": rounds,
         "gflop": flops / 1e9,
         "median_s": med,
@@ -157,7 +143,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     r = measure(arch, args.channels, args.frames, args.batch, args.rounds)
-    print(f"CPU {r['cpu'].get('model name')} family {r['cpu'].get('cpu family')} model {r['cpu'].get('model')}, "
+    print(f"CPU {r['cpu']} family {r['cpu_id'].get('family')} model {r['cpu_id'].get('model')}, "
           f"{r['threads']} threads, load {r.get('load_average_1m', float('nan')):.2f}; "
           f"{'x'.join(map(str, arch))} C={args.channels} B={args.batch} T={args.frames}: {r['gflop']:.1f} GFLOP")
     for k in r["median_s"]:

@@ -36,8 +36,8 @@ from fastlift.kernels._common import (
     dropout_apply_torch,
     dropout_keep,
     dropout_key,
+    dgrad_config,
     dropout_threshold,
-    gemm_config,
     placeholder,
     load_output_grad,
     swizzle,
@@ -137,7 +137,7 @@ def _tconv_dgrad_kernel(
 
 def dgrad_tile_rows(m_in, c_in, k, dtype, device) -> int:
     """Rows per BN-backward partial tile of the dgrad kernel (its ``BLOCK_M``)."""
-    return gemm_config(m_in, c_in, k, dtype, device)["BLOCK_M"]
+    return dgrad_config(m_in, c_in, k, dtype, device)["BLOCK_M"]
 
 
 def _validate(g, w, taps, dilation, stride, t_in, z, gcoef, gres, gres_row_stride, gres_offset, zprev, ecoef, seed,
@@ -201,7 +201,7 @@ def tconv_dgrad_launch(g: torch.Tensor, w: torch.Tensor, taps: int, t_in: int, d
     b, t_out, c_out, c_in = _validate(g, w, taps, dilation, stride, t_in, z, gcoef, gres, gres_row_stride, gres_offset,
                                       zprev, ecoef, seed, g_p, e_p)
     m_in = b * t_in
-    cfg = gemm_config(m_in, c_in, c_out * taps, g.dtype, g.device)
+    cfg = dgrad_config(m_in, c_in, c_out * taps, g.dtype, g.device)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     num_m, num_n = triton.cdiv(m_in, bm), triton.cdiv(c_in, bn)
     dev = g.device

@@ -226,8 +226,11 @@ def cuda_facts(kernel, grid, args, kwargs) -> dict:
     """Compile one launch (without running it) and read the compiled kernel's resources:
     ``spill_bytes`` (``n_spills``, the local memory per thread), ``registers``, ``shared_bytes``."""
     compiled = kernel.run(*args, grid=grid, warmup=True, **kwargs)
-    compiled._init_handles()
-    return dict(spill_bytes=int(compiled.n_spills), registers=int(compiled.n_regs),
+    # Loading the module fills n_regs/n_spills (and raises when shared memory does not fit).
+    init = getattr(compiled, "_init_handles", None)
+    if init is not None:
+        init()
+    return dict(spill_bytes=int(getattr(compiled, "n_spills", 0) or 0), registers=int(getattr(compiled, "n_regs", 0) or 0),
                 shared_bytes=int(compiled.metadata.shared))
 
 

@@ -35,7 +35,7 @@ KERNELS = ("tconv_fwd", "tconv_dgrad", "tconv_wgrad", "bn_act", "bn_finalize", "
 
 
 def add_arguments(p) -> None:
-    sub = p.add_subparsers(dest="kernels_command", metavar="{check}")
+    sub = p.add_subparsers(dest="kernels_command", metavar="{check,tune}")
     c = sub.add_parser("check", help="compile every Triton specialisation for a GPU target (no GPU needed)",
                        description=__doc__.split("\n\n")[0])
     c.add_argument("--arch", type=int, action="append", metavar="CC",
@@ -53,6 +53,21 @@ def add_arguments(p) -> None:
     c.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
                    help="worker processes, each compiling some precisions (default: CPU count, at most 4)")
     c.add_argument("--verbose", "-v", action="store_true", help="print one line per compiled specialisation")
+
+    from fastlift import cli_common
+
+    t = sub.add_parser("tune", help="time the tile configurations of the GEMM kernels on this GPU and save the "
+                                    "winners (load them with $FASTLIFT_TILE_CACHE)",
+                       description=_TUNE_DOC)
+    cli_common.add_out_argument(t, help_text="JSON file of tuned tile configurations", required=True)
+    cli_common.add_overwrite_argument(t)
+    cli_common.add_precision_argument(t, TUNE_PRECISIONS, "bf16", help_text="compute precision of the warm-up")
+    cli_common.add_device_argument(t, default="cuda")
+    t.add_argument("--mode", choices=("train", "infer", "both"), default="both",
+                   help="warm-up workload: a training step, whole-sequence inference, or both (default both)")
+    t.add_argument("--batch", type=int, default=64, metavar="B", help="training batch (default 64)")
+    t.add_argument("--frames", type=int, default=1000, metavar="T", help="inference sequence length (default 1000)")
+    t.add_argument("--channels", type=int, default=CHANNELS, metavar="C", help=f"model width (default {CHANNELS})")
 
 
 def _parse_overrides(items) -> dict:
@@ -371,9 +386,72 @@ def markdown_summary(reports) -> str:
     return "\n".join(lines)
 
 
+TUNE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+_TUNE_DOC = ("Warm up the 243-frame model (training step and/or whole-sequence inference) on a CUDA GPU, time the "
+             "pruned tile space of every launch site of the forward, dgrad and wgrad kernels "
+             "(fastlift.kernels.tuning) and write the winners to a JSON file. Point $FASTLIFT_TILE_CACHE at it to "
+             "use them; without it every launch uses the deterministic heuristic.")
+
+
+def tune_cmd(args) -> int:
+    import torch
+
+    import fastlift
+    from fastlift import cli_common
+    from fastlift.kernels import _common, tuning
+
+    prec = cli_common.check_precision(args.precision, TUNE_PRECISIONS)
+    for flag, v in (("--batch", args.batch), ("--frames", args.frames), ("--channels", args.channels)):
+        if v < 1:
+            raise ValueError(f"{flag}: expected a positive integer, got {v}")
+    out = cli_common.check_output_file(args.out, "--out", overwrite=args.overwrite)
+    dev = cli_common.check_device(args.device)
+    if dev.type != "cuda":
+        raise ValueError(f"--device: tiles are tuned by timing kernels on a CUDA GPU, got {dev}; elsewhere every "
+                         "launch uses the deterministic heuristic (nothing to tune)")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec, torch.float32)
+    t0 = time.time()
+    sites = []
+    with _common.fp32_precision({"fp32": "ieee", "tf32": "tf32"}.get(prec, "auto")):
+        if args.mode in ("train", "both"):
+            torch.manual_seed(0)
+            m = fastlift.TemporalModelOptimized1f(JOINTS, 2, JOINTS, WIDTHS, channels=args.channels, dropout=0.25,
+                                                  impl="triton").to(dev).train()
+            x = torch.randn(args.batch, m.receptive_field(), JOINTS, 2, device=dev)
+            with torch.autocast("cuda", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext():
+                sites += tuning.tune_model(m, x)
+        if args.mode in ("infer", "both"):
+            from fastlift import reference
+
+            torch.manual_seed(0)
+            ref = reference.TemporalModel(JOINTS, 2, JOINTS, WIDTHS, channels=args.channels, dropout=0.0).eval()
+            f = fastlift.fuse(ref, dtype=dtype, device=dev, impl="triton")
+            xi = torch.randn(1, args.frames, JOINTS, 2, device=dev)
+
+            def lift():
+                with torch.no_grad():
+                    f.lift(xi)
+
+            sites += tuning.tune(lift)
+    tuning.save(str(out))
+    for s in sites:
+        ok = [(c, sec) for c, st, sec, _ in s.results if st == "ok"]
+        pruned = sum(1 for _, st, _, _ in s.results if st.startswith("pruned"))
+        if not ok:
+            continue
+        best = min(ok, key=lambda cs: cs[1])
+        base = next((sec for c, sec in ok if c == s.space[0]), None)
+        gain = f"{base / best[1]:.2f}x vs heuristic" if base and best[1] > 0 else "heuristic pruned?"
+        print(f"{s.kernel:12s} {dict(s.key[1])} {s.key[2]}: {best[0]} ({gain}; {len(ok)} timed, {pruned} pruned)")
+    print(f"{len(tuning.cached())} tuned sites on {torch.cuda.get_device_name(dev)} in {time.time() - t0:.0f} s: {out}")
+    return 0
+
+
 def run(args) -> int:
+    if getattr(args, "kernels_command", None) == "tune":
+        return tune_cmd(args)
     if getattr(args, "kernels_command", None) != "check":
-        raise ValueError("kernels: expected a subcommand: check")
+        raise ValueError("kernels: expected a subcommand: check or tune")
     archs = args.arch or [90]
     from fastlift.kernels.target import KNOWN_CUDA
 

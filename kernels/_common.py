@@ -159,22 +159,58 @@ def dot_precision(dtype: torch.dtype) -> str:
 # their tensor cores. None of these depend on timing (no autotuning), so results are deterministic.
 
 
-def gemm_config(m: int, n: int, k: int, dtype: torch.dtype, target: "Target | torch.device") -> dict:
-    """Tile sizes and launch options of the GEMM kernels (tconv forward and dgrad).
-
-    ``target``: a :class:`Target` or a device (resolved with :func:`fastlift.kernels.target.resolve`).
-    """
-    target = resolve(target)
+def _gemm_tiles(m: int, n: int, k: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """BLOCK_M x BLOCK_N x BLOCK_K of the GEMM kernels on a GPU. BLOCK_K is the per-step reduction
+    width: 64 for 2-byte operands, 32 for TF32, 16 for IEEE fp32 (lowered to FFMA, whose operand
+    fragments for the whole BLOCK_K step sit in registers: at 32 the fp32 kernels spilled)."""
     m, n, k = static_int(m, 1 << 20), static_int(n, 1024), static_int(k, 1024)
-    if not target.gpu:
-        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=1, num_stages=1)
     big = dtype in (torch.float16, torch.bfloat16)
     block_n = 128 if n >= 128 else max(16, triton.next_power_of_2(n))
     block_m = 128 if m >= 4096 else 64 if m >= 64 else max(16, triton.next_power_of_2(m))
-    block_k = (64 if big else 32) if k >= 64 else max(16, triton.next_power_of_2(k))
-    warps = 8 if block_m * block_n >= 128 * 128 else 4
+    ieee = dtype == torch.float32 and dot_precision(dtype) == "ieee"
+    base_k = 64 if big else (16 if ieee else 32)
+    block_k = min(base_k, max(16, triton.next_power_of_2(k)))
+    return block_m, block_n, block_k
+
+
+def gemm_config(m: int, n: int, k: int, dtype: torch.dtype, target: "Target | torch.device") -> dict:
+    """Tile sizes and launch options of the forward conv GEMM (``[m x k] . [k x n]``).
+
+    ``target``: a :class:`Target` or a device (resolved with :func:`fastlift.kernels.target.resolve`).
+    ``BLOCK_M`` depends only on ``m`` (and whether the target is a GPU): it is also the row tiling of
+    the BatchNorm partial statistics (:func:`fastlift.kernels.tconv_fwd.stats_tile_rows`), so neither
+    the precision policy nor autotuning (:mod:`fastlift.kernels.tuning`) may change it.
+
+    Eight warps: the compile check (sm_80) measured 8 B spills at 64 x 128 tiles with four warps in
+    the BN-prologue specialisations (TF32, bf16, fp16); with eight none of them spill.
+    """
+    target = resolve(target)
+    if not target.gpu:
+        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=1, num_stages=1)
+    big = dtype in (torch.float16, torch.bfloat16)
+    block_m, block_n, block_k = _gemm_tiles(m, n, k, dtype)
     stages = _fit_stages(4 if big else 3, (block_m * block_k + block_k * block_n) * (2 if big else 4), target)
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=warps, num_stages=stages)
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=stages)
+
+
+def dgrad_config(m: int, n: int, k: int, dtype: torch.dtype, target: "Target | torch.device") -> dict:
+    """Tile sizes and launch options of the input-gradient GEMM (``m`` input rows, ``n = C_in``,
+    ``k = taps * C_out``).
+
+    Its prologue recomputes dL/dz from dL/da, z and six per-channel BatchNorm coefficients (plus the
+    dropout hash) on every ``BLOCK_M x BLOCK_K`` operand tile, and its epilogue reloads the previous
+    layer's z for the BN-backward reductions: at 128-row tiles (or 4 warps, or 4 stages) this spilled
+    up to 1.4 KB on sm_90 and 4.6 KB on sm_80 in the compile check. 64 rows, 8 warps and 3 stages
+    spill nowhere (registers 160-230 on sm_90/sm_80 for bf16, fp16 and TF32).
+    """
+    target = resolve(target)
+    if not target.gpu:
+        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=1, num_stages=1)
+    big = dtype in (torch.float16, torch.bfloat16)
+    block_m, block_n, block_k = _gemm_tiles(m, n, k, dtype)
+    block_m = min(block_m, 64)
+    stages = _fit_stages(3, (block_m * block_k + block_k * block_n) * (2 if big else 4), target)
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=stages)
 
 
 def _fit_stages(stages: int, stage_bytes: int, target: Target) -> int:
@@ -191,13 +227,18 @@ def wgrad_config(m: int, c_in: int, c_out: int, taps: int, dtype: torch.dtype, t
     """Tiles of the weight-gradient kernel and its split of the row reduction (``SPLIT``)."""
     target = resolve(target)
     if target.gpu:
-        big = dtype != torch.float32
         bc = 128 if c_in >= 128 else max(16, triton.next_power_of_2(c_in))
         bn = 128 if c_out >= 128 else max(16, triton.next_power_of_2(c_out))
         # 32-row steps: the A and G prologues (BN, ReLU, dropout hash, BN backward) work on
         # BLOCK_R x BLOCK_C/N register tiles; at 64 rows the half-precision kernels spilled.
         br = 32
-        warps, stages = (8 if bc * bn >= 128 * 128 else 4), (3 if big else 2)
+        # Two stages and eight warps: with three stages (bf16/fp16) or four warps the compile check
+        # measured 8-64 B spills in the specialisations with both prologues and dropout.
+        warps, stages = 8, 2
+        if dtype == torch.float32 and dot_precision(dtype) == "ieee":
+            # IEEE fp32 lowers the dot to FFMA, which holds a BLOCK_R-deep slice of both operands
+            # in registers: at 128 x 128 x 32 ptxas gave up (32 registers, 6.3-6.8 KB of stack).
+            bc, br = min(bc, 64), 16
         waves = 4 * target.sm_count  # aim for ~4 waves of programs ...
     else:
         bc, bn, br, warps, stages = 32, 32, 32, 1, 1

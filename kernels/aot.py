@@ -218,6 +218,14 @@ class Compiler:
         if self.scenario not in rec["scenarios"]:
             rec["scenarios"].append(self.scenario)
 
+    def facts(self, kernel, grid, args, kwargs) -> dict:
+        """Compile one launch for this target and return its resources (:func:`analyse`): the
+        ``facts`` function of :func:`fastlift.kernels.tuning.tune`, so a tile space is pruned by what
+        ptxas made for the target (spills, shared memory) on a machine without the GPU. Raises when
+        the configuration does not compile."""
+        self._fresh_cache(kernel)
+        return analyse(kernel.run(*args, grid=grid, warmup=True, **kwargs), self.target)
+
     def _compile(self, kernel, grid, args, kw, rec):
         t0 = time.time()
         try:

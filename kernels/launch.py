@@ -22,6 +22,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from fastlift.kernels import target as _target
+from fastlift.kernels import tuning as _tuning
 from fastlift.kernels._common import interpreter_active, launchable
 
 __all__ = ["LaunchRecord", "kernel_name", "launch", "compile_only", "compile_only_active", "record_launches"]
@@ -65,8 +66,15 @@ def launch(kernel, grid, *args, **kwargs):
             obs.append(rec)
     if _HANDLERS:
         handler = _HANDLERS[-1]
-        return handler(kernel, tuple(grid), args, kwargs) if handler is not None else None
-    return launchable(kernel)[grid](*args, **kwargs)
+
+        def run():
+            return handler(kernel, tuple(grid), args, kwargs) if handler is not None else None
+    else:
+        def run():
+            return launchable(kernel)[grid](*args, **kwargs)
+    # During warm-up tuning the launch of the site being measured is checked and timed there.
+    handled, result = _tuning.on_launch(kernel_name(kernel), kernel, tuple(grid), args, kwargs, run)
+    return result if handled else run()
 
 
 @contextlib.contextmanager

@@ -36,14 +36,15 @@ from fastlift.kernels._common import (
     dropout_apply_torch,
     dropout_keep,
     dropout_key,
+    dgrad_config,
     dropout_threshold,
-    gemm_config,
     placeholder,
     load_output_grad,
     swizzle,
     tile_column_sums,
     use_launcher,
 )
+from fastlift.kernels import tuning
 from fastlift.kernels.launch import launch
 
 __all__ = ["tconv_dgrad", "tconv_dgrad_launch", "tconv_dgrad_reference", "output_grad_reference", "dgrad_tile_rows"]
@@ -137,7 +138,7 @@ def _tconv_dgrad_kernel(
 
 def dgrad_tile_rows(m_in, c_in, k, dtype, device) -> int:
     """Rows per BN-backward partial tile of the dgrad kernel (its ``BLOCK_M``)."""
-    return gemm_config(m_in, c_in, k, dtype, device)["BLOCK_M"]
+    return dgrad_config(m_in, c_in, k, dtype, device)["BLOCK_M"]
 
 
 def _validate(g, w, taps, dilation, stride, t_in, z, gcoef, gres, gres_row_stride, gres_offset, zprev, ecoef, seed,
@@ -201,25 +202,26 @@ def tconv_dgrad_launch(g: torch.Tensor, w: torch.Tensor, taps: int, t_in: int, d
     b, t_out, c_out, c_in = _validate(g, w, taps, dilation, stride, t_in, z, gcoef, gres, gres_row_stride, gres_offset,
                                       zprev, ecoef, seed, g_p, e_p)
     m_in = b * t_in
-    cfg = gemm_config(m_in, c_in, c_out * taps, g.dtype, g.device)
+    g_thr, e_thr = dropout_threshold(g_p), dropout_threshold(e_p)
+    epi = zprev is not None
+    flags = dict(TAPS=taps, STRIDE=stride, GPRO=int(z is not None), G_DROPOUT=g_thr > 0 and z is not None,
+                 HAS_GRES=gres is not None, EPI_BN=epi, E_DROPOUT=e_thr > 0 and epi)
+    cfg = tuning.pick("tconv_dgrad", dgrad_config(m_in, c_in, c_out * taps, g.dtype, g.device), flags,
+                      (m_in, c_in, c_out * taps), g.dtype, g.device)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     num_m, num_n = triton.cdiv(m_in, bm), triton.cdiv(c_in, bn)
     dev = g.device
     dummy = placeholder(dev)
     gx = torch.empty((b, t_in, c_in), device=dev, dtype=g.dtype)
-    epi = zprev is not None
     psu = torch.empty((num_m, c_in), device=dev, dtype=torch.float32) if epi else dummy
     psz = torch.empty((num_m, c_in), device=dev, dtype=torch.float32) if epi else dummy
-    g_thr, e_thr = dropout_threshold(g_p), dropout_threshold(e_p)
     launch(_tconv_dgrad_kernel, (num_m * num_n,),
         g, z if z is not None else g, gcoef if gcoef is not None else dummy, w,
         gres if gres is not None else g, zprev if epi else g, ecoef if epi else dummy, gx, psu, psz,
         seed if seed is not None else placeholder(dev, torch.int64),
         m_in, t_in, t_out, c_in, c_out, gres.shape[1] if gres is not None else 1,
         gres_row_stride, gres_offset, g_thr, 1.0 / (1.0 - g_p), g_salt, e_thr, 1.0 / (1.0 - e_p), e_salt,
-        TAPS=taps, DIL=dilation, STRIDE=stride, GPRO=int(z is not None), G_DROPOUT=g_thr > 0 and z is not None,
-        HAS_GRES=gres is not None, EPI_BN=epi, E_DROPOUT=e_thr > 0 and epi,
-        PRECISION=dot_precision(g.dtype), **cfg,
+        DIL=dilation, **flags, PRECISION=dot_precision(g.dtype), **cfg,
     )
     empty = torch.empty(0, device=dev)
     return gx, (psu if epi else empty), (psz if epi else empty)

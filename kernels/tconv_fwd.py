@@ -48,6 +48,7 @@ from fastlift.kernels._common import (
     tile_column_sums,
     use_launcher,
 )
+from fastlift.kernels import tuning
 from fastlift.kernels.launch import launch
 
 __all__ = ["tconv_fwd", "tconv_fwd_launch", "tconv_fwd_reference", "conv_out_frames", "bn_act_torch", "stats_tile_rows"]
@@ -261,7 +262,13 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
                                             pro_scale, pro_shift, pro_residual, pres_row_stride, pres_offset, seed, p,
                                             shrink_w, edge_left, edge_right, pro_mean)
     m = b * t_out
-    cfg = gemm_config(m, c_out, c_in * taps, x.dtype, x.device)
+    thr = dropout_threshold(p)
+    flags = dict(TAPS=taps, STRIDE=stride, EDGE=bool(edge_left or edge_right),
+                 PRO=PRO_NONE if pro_scale is None else (PRO_BN_ACT_RES if pro_residual is not None else PRO_BN_ACT),
+                 DROPOUT=thr > 0 and pro_scale is not None, CENTRED=pro_mean is not None, HAS_BIAS=bias is not None,
+                 RELU=relu, HAS_RES=residual is not None, STATS=stats, SHRINK=shrink_w is not None, STORE_Y=store_y)
+    cfg = tuning.pick("tconv_fwd", gemm_config(m, c_out, c_in * taps, x.dtype, x.device), flags,
+                      (m, c_out, c_in * taps), x.dtype, x.device)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     num_m, num_n = triton.cdiv(m, bm), triton.cdiv(c_out, bn)
     dev = x.device
@@ -271,7 +278,6 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
     pm2 = torch.empty((num_m, c_out), device=dev, dtype=torch.float32) if stats else dummy
     j3 = shrink_w.shape[1] if shrink_w is not None else 1
     sout = torch.empty((num_n, m, j3), device=dev, dtype=torch.float32) if shrink_w is not None else dummy
-    thr = dropout_threshold(p)
     res = residual if residual is not None else x
     pres = pro_residual if pro_residual is not None else x
     launch(_tconv_fwd_kernel, (num_m * num_n,),
@@ -285,11 +291,7 @@ def tconv_fwd_launch(x: torch.Tensor, w: torch.Tensor, taps: int, dilation: int 
         pres.stride(0), pres.stride(1), pres.stride(2),
         edge_left, res_row_stride, res_offset, pres_row_stride, pres_offset,
         thr, 1.0 / (1.0 - p), salt,
-        TAPS=taps, DIL=dilation, STRIDE=stride, EDGE=bool(edge_left or edge_right),
-        PRO=PRO_NONE if pro_scale is None else (PRO_BN_ACT_RES if pro_residual is not None else PRO_BN_ACT),
-        DROPOUT=thr > 0 and pro_scale is not None, CENTRED=pro_mean is not None, HAS_BIAS=bias is not None, RELU=relu,
-        HAS_RES=residual is not None, STATS=stats, SHRINK=shrink_w is not None, STORE_Y=store_y,
-        BLOCK_J=max(16, triton.next_power_of_2(j3)), PRECISION=dot_precision(x.dtype), **cfg,
+        DIL=dilation, **flags, BLOCK_J=max(16, triton.next_power_of_2(j3)), PRECISION=dot_precision(x.dtype), **cfg,
     )
     shrink = sout.sum(0).reshape(b, t_out, j3) if shrink_w is not None else torch.empty(0, device=dev)
     return y, (psum if stats else torch.empty(0, device=dev)), (pm2 if stats else torch.empty(0, device=dev)), shrink

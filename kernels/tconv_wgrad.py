@@ -35,6 +35,7 @@ from fastlift.kernels._common import (
     use_launcher,
     wgrad_config,
 )
+from fastlift.kernels import tuning
 from fastlift.kernels.launch import launch
 from fastlift.kernels.tconv_dgrad import output_grad_reference
 from fastlift.kernels.tconv_fwd import bn_act_torch
@@ -168,18 +169,25 @@ def tconv_wgrad_launch(x: torch.Tensor, g: torch.Tensor, taps: int, dilation: in
                                             pres_row_stride, pres_offset, z, gcoef, seed, a_p, g_p, pro_mean)
     dev = x.device
     m = b * t_out
-    cfg = wgrad_config(m, c_in, c_out, taps, x.dtype, dev)
+    a_thr, g_thr = dropout_threshold(a_p), dropout_threshold(g_p)
+    flags = dict(TAPS=taps, STRIDE=stride,
+                 PRO=PRO_NONE if pro_scale is None else (PRO_BN_ACT_RES if pro_residual is not None else PRO_BN_ACT),
+                 A_DROPOUT=a_thr > 0 and pro_scale is not None, CENTRED=pro_mean is not None, GPRO=int(z is not None),
+                 G_DROPOUT=g_thr > 0 and z is not None)
+    heuristic = wgrad_config(m, c_in, c_out, taps, x.dtype, dev)
+    cfg = tuning.pick("tconv_wgrad", heuristic, flags, (m, c_in, c_out), x.dtype, dev)
     bc, bn, br, warps, stages = cfg["BLOCK_C"], cfg["BLOCK_N"], cfg["BLOCK_R"], cfg["num_warps"], cfg["num_stages"]
     tiles = taps * triton.cdiv(c_in, bc) * triton.cdiv(c_out, bn)
     if split is None:
         split = cfg["SPLIT"]
-    rows_per_split = triton.cdiv(triton.cdiv(m, split), br) * br
+    # The split's row ranges follow the heuristic's row step, so a tuned BLOCK_R changes neither
+    # the number of partials nor which rows each one sums.
+    rows_per_split = triton.cdiv(triton.cdiv(m, split), heuristic["BLOCK_R"]) * heuristic["BLOCK_R"]
     split = triton.cdiv(m, rows_per_split)
     # One split writes the result directly (no reduction launch); several are summed in a fixed order.
     shape = (split, taps * c_in, c_out) if split > 1 else (taps * c_in, c_out)
     dw = torch.empty(shape, device=dev, dtype=torch.float32)
     dummy = placeholder(dev)
-    a_thr, g_thr = dropout_threshold(a_p), dropout_threshold(g_p)
     pres = pro_residual if pro_residual is not None else x
     launch(_tconv_wgrad_kernel, (tiles, split),
         x, pro_scale if pro_scale is not None else dummy, pro_shift if pro_shift is not None else dummy,
@@ -189,10 +197,7 @@ def tconv_wgrad_launch(x: torch.Tensor, g: torch.Tensor, taps: int, dilation: in
         m, t_in, t_out, c_in, c_out, rows_per_split,
         x.stride(0), x.stride(1), x.stride(2), pres.stride(0), pres.stride(1), pres.stride(2),
         pres_row_stride, pres_offset, a_thr, 1.0 / (1.0 - a_p), a_salt, g_thr, 1.0 / (1.0 - g_p), g_salt,
-        TAPS=taps, DIL=dilation, STRIDE=stride,
-        PRO=PRO_NONE if pro_scale is None else (PRO_BN_ACT_RES if pro_residual is not None else PRO_BN_ACT),
-        A_DROPOUT=a_thr > 0 and pro_scale is not None, CENTRED=pro_mean is not None, GPRO=int(z is not None), G_DROPOUT=g_thr > 0 and z is not None,
-        BLOCK_C=bc, BLOCK_N=bn, BLOCK_R=br, PRECISION=dot_precision(x.dtype), num_warps=warps, num_stages=stages,
+        DIL=dilation, **flags, BLOCK_C=bc, BLOCK_N=bn, BLOCK_R=br, PRECISION=dot_precision(x.dtype), num_warps=warps, num_stages=stages,
     )
     return dw.sum(0) if split > 1 else dw
 

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GEMM_KERNELS = ("tconv_fwd", "tconv_dgrad", "tconv_wgrad", "stream_layer")
 ALL_KERNELS = GEMM_KERNELS + ("bn_act", "bn_finalize", "bn_grad_coef")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+SPILL_FREE = ("tconv_fwd", "tconv_dgrad", "tconv_wgrad")
 
 needs_nvidia = pytest.mark.skipif(aot.nvidia_backend_missing() is not None,
                                   reason=f"no NVIDIA back end in this Triton: {aot.nvidia_backend_missing()}")
@@ -180,12 +181,10 @@ def _assert_sane(report, archs=(90,), precisions=PRECISIONS, kernels=ALL_KERNELS
                 assert r["dot_precision"] == "tf32"
         else:
             assert r["dot_lowering"] == "none"
-        # Spill regression guard for what is already spill-free on sm_90 (issue 11 item 2 is not
-        # done for dgrad, the streaming expand layer and IEEE fp32: see README's compile table).
-        if r["arch"] == 90 and r["precision"] != "fp32" and r["kernel"] == "tconv_fwd":
-            assert r["spill_bytes"] == 0, r
-        if r["arch"] == 90 and r["precision"] == "tf32" and r["kernel"] == "tconv_wgrad":
-            assert r["spill_bytes"] == 0, r
+        # Issue 11 spill targets for the training / whole-sequence GEMMs: no stack or local memory
+        # in bf16, fp16 and TF32, at most 1 KB in IEEE fp32 (tile choices in kernels/_common.py).
+        if r["kernel"] in SPILL_FREE:
+            assert r["spill_bytes"] <= (1024 if r["precision"] == "fp32" else 0), r
 
 
 @needs_nvidia
@@ -197,6 +196,16 @@ def test_quick_check_cold_cache(tmp_path):
     assert len(report["specializations"]) == len(ALL_KERNELS) * len(PRECISIONS)  # one per kernel x precision
     assert "sm_90  tconv_fwd    bf16" in proc.stdout and "0 failed to compile" in proc.stdout
     print(f"quick check: {wall:.0f} s wall, report elapsed {report['elapsed_s']} s")
+
+
+@needs_nvidia
+def test_quick_check_sm80_gemm_kernels_do_not_spill(tmp_path):
+    """The same quick check for an A100 (sm_80, mma.sync with register operands: more register
+    pressure than sm_90's wgmma), for the three GEMM kernels the spill targets name."""
+    proc, report, _ = _check(tmp_path, "--quick", "--arch", "80", *[a for k in SPILL_FREE for a in ("--kernel", k)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _assert_sane(report, archs=(80,), kernels=SPILL_FREE)
+    assert len(report["specializations"]) == len(SPILL_FREE) * len(PRECISIONS)
 
 
 @needs_nvidia

@@ -85,6 +85,7 @@ CASES = {
     "pointwise_res_newest": (1, 1, 24, 24, None, None, False, 0, True),
     "shrink": (1, 1, 24, 9, None, None, False, None, False),
     "dense": (7, 1, 16, 40, 7, None, False, None, True),
+    "pointwise_wide": (1, 1, 70, 24, None, 19, False, 3, True),  # 3 K blocks of 32 in one tap
 }
 
 
@@ -130,6 +131,57 @@ def test_kernel_fp16(device):
     ks.stream_layer(layer, meta, 7)
     torch.testing.assert_close(layer.dst.double().cpu(), exp_dst, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(layer.src.double().cpu(), exp_src, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("n_rows,split", [(1, 2), (1, 3), (7, 5), (23, 4), (1, 64)])
+@pytest.mark.parametrize("name", ["expand", "expand_long_ring", "dilated", "pointwise_wide", "dense", "shrink"])
+def test_split_k_matches_oracle_and_is_deterministic(name, n_rows, split, device):
+    """Split-K (forced at small sizes): partial sums + last-arrival reduction == the oracle, the
+    counters are re-armed (a second launch with the same scratch gives the same bits), and the
+    result does not depend on whether a scratch was passed."""
+    layer, meta = build_case(name, n_rows, device, seed=100 + n_rows + split)
+    cfg = ks.launch_config(layer, n_rows, split_k=split)
+    k_blocks = layer.taps * -(-(layer.weight.shape[0] // layer.taps) // cfg["cfg"]["BLOCK_K"])
+    assert cfg["grid"][2] == cfg["cfg"]["SPLIT_K"] == min(split, k_blocks)
+    exp_src, exp_dst = oracle(layer, meta.cpu(), n_rows)
+    src0, dst0 = layer.src.clone(), layer.dst.clone()
+    scratch = ks.StreamScratch(device, cfg["partial_elems"], cfg["tiles"])
+    ks.stream_layer(layer, meta, n_rows, scratch=scratch, split_k=split)
+    torch.testing.assert_close(layer.dst.double().cpu(), exp_dst, rtol=1e-5, atol=1e-5)
+    if layer.x is not None:
+        torch.testing.assert_close(layer.src.double().cpu(), exp_src, rtol=0, atol=0)
+    assert int(scratch.counters.abs().sum()) == 0  # re-armed for the next launch
+    first = layer.dst.clone()
+    for use_scratch in (scratch, None):
+        layer.src.copy_(src0)
+        layer.dst.copy_(dst0)
+        ks.stream_layer(layer, meta, n_rows, scratch=use_scratch, split_k=split)
+        assert torch.equal(layer.dst, first)
+
+
+def test_split_k_plan_fills_the_sms_at_one_stream():
+    """At N = 1 every layer of the 243f model (1,024 channels) launches >= one program per SM on
+    H100/H200 (132) and A100 (108), in every dtype; many streams do not split (reuse of the weight tile)."""
+    from fastlift.kernels._common import stream_config
+    from fastlift.kernels.target import INTERPRETER, cuda_target
+
+    shapes = [(3, 34, 1024), (3, 1024, 1024), (1, 1024, 1024), (1, 1024, 51)]  # expand, dilated, 1x1, shrink
+    for arch in (90, 80):
+        target = cuda_target(arch)
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for taps, c_in, c_out in shapes:
+                cfg = stream_config(1, c_out, dtype, target, c_in=c_in, taps=taps)
+                programs = -(-c_out // cfg["BLOCK_C"]) * cfg["SPLIT_K"]
+                assert programs >= target.sm_count, (arch, dtype, taps, c_in, c_out, cfg)
+                assert cfg["SPLIT_K"] <= taps * -(-c_in // cfg["BLOCK_K"])  # no empty slice
+                assert min(cfg["BLOCK_N"], cfg["BLOCK_C"], cfg["BLOCK_K"]) >= 16
+                big = stream_config(256, c_out, dtype, target, c_in=c_in, taps=taps)
+                assert big["SPLIT_K"] == 1 and big["BLOCK_N"] == 64
+    assert stream_config(1, 1024, torch.float32, INTERPRETER, c_in=1024, taps=3)["SPLIT_K"] == 1
+    assert stream_config(1, 1024, torch.float32, cuda_target(90))["SPLIT_K"] == 1  # no c_in: no split
+    with pytest.raises(ValueError, match="split_k: expected a positive integer, got 0"):
+        stream_config(1, 1024, torch.float32, INTERPRETER, c_in=1024, split_k=0)
 
 
 @interp_only
@@ -279,6 +331,27 @@ def test_engine_triton_backend_other_architectures(fw, dense, causal):
     torch.testing.assert_close(eng.stream_sequence(seq), lift_sequence(model, seq), rtol=1e-4, atol=1e-5)
     # the padding slot absorbed the bucket's dummy rows; real slots only hold this stream's state
     assert eng.num_active == 0 and all(int(r[:2].abs().sum()) == 0 for r in eng._rings)
+
+
+@interp_only
+@pytest.mark.interpreter
+def test_engine_split_k_matches_whole_sequence():
+    """The engine end to end with split-K on every multi-block layer: the interpreter poses as a
+    48-SM target, so few streams split the reduction (the scratch is shared by layers and buckets)."""
+    from fastlift.kernels.launch import record_launches
+    from fastlift.kernels.target import Target, override
+
+    model = make_model([3, 3], False, channels=40)
+    lengths, starts = [12, 4, 9], [0, 1, 3]
+    g = torch.Generator().manual_seed(5)
+    seqs = [torch.randn(n, 4, 2, generator=g).cumsum(0) * 0.2 for n in lengths]
+    with override(Target("interpreter", 0, sm_count=48, shared_bytes=1 << 30, name="interpreter posing as 48 SMs")):
+        with record_launches() as log:
+            got = drive_pair(model, "cpu", staggered_schedule(lengths, starts), seqs, max_streams=3)
+    splits = [r.meta["SPLIT_K"] for r in log if r.kernel == "stream_layer"]
+    assert max(splits) >= 3 and all(r.grid[2] == r.meta["SPLIT_K"] for r in log if r.kernel == "stream_layer")
+    for j, seq in enumerate(seqs):
+        torch.testing.assert_close(got[j], lift_sequence(model, seq), rtol=1e-4, atol=1e-5)
 
 
 def test_triton_backend_on_cpu_requires_interpreter(monkeypatch):

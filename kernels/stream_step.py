@@ -91,35 +91,13 @@ def _stream_epilogue(acc, b_ptr, res_ptr, dst_ptr, slot, t, fresh, rows64, cols,
 
 
 @triton.jit
-def _stream_layer_kernel(
-    src_ptr,   # SRC_RING: (slots, l_src, c_in) ring of the layer input; else (n_rows, c_in) plain rows
-    x_ptr,     # NEWEST_FROM_X: (n_rows, c_in) the new input frame of each row; unused otherwise
-    w_ptr,     # (taps * c_in, c_out) BN-folded weight, tap-major rows (tap k has lag (taps-1-k)*dil)
-    b_ptr,     # (c_out,) fp32 folded bias
-    res_ptr,   # HAS_RES: (slots, l_res, c_out) ring of the block input (residual source); unused otherwise
-    dst_ptr,   # DST_RING: (slots, l_dst, c_out) ring of the next layer's input; else (n_rows, c_out)
-    meta_ptr,  # (3, meta_stride) int64: slot, frame time t, fresh flag per row
-    part_ptr,  # SPLIT_K > 1: (SPLIT_K, n_rows, c_out) fp32 partial sums of the K slices; unused otherwise
-    count_ptr,  # SPLIT_K > 1: (row tiles * column tiles,) int32 arrivals per output tile, 0 between launches
-    n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst, meta_stride,
-    TAPS: tl.constexpr, DIL: tl.constexpr, SRC_RING: tl.constexpr, NEWEST_FROM_X: tl.constexpr, HAS_RES: tl.constexpr,
-    DST_RING: tl.constexpr, RELU: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
-    SPLIT_K: tl.constexpr, PRECISION: tl.constexpr,
-):
-    pid_n = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_k = tl.program_id(2)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    col_ok = cols < c_out
-    ks = tl.arange(0, BLOCK_K)
-
-    slot = tl.load(meta_ptr + rows64, mask=row_ok, other=0).to(tl.int64)
-    t = tl.load(meta_ptr + meta_stride + rows64, mask=row_ok, other=0).to(tl.int64)
-    fresh = (tl.load(meta_ptr + 2 * meta_stride + rows64, mask=row_ok, other=0) != 0) & row_ok
-
+def _stream_tile(src_ptr, x_ptr, w_ptr, b_ptr, res_ptr, dst_ptr, part_ptr, count_ptr, slot, t, fresh, rows64, row_ok, cols,
+                 col_ok, ks, pid_n, pid_c, pid_k, n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst,
+                 TAPS: tl.constexpr, DIL: tl.constexpr, SRC_RING: tl.constexpr, NEWEST_FROM_X: tl.constexpr,
+                 HAS_RES: tl.constexpr, DST_RING: tl.constexpr, RELU: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr):
+    """One output tile (rows x columns) of the layer over this program's K slice: GEMM, then the
+    epilogue (SPLIT_K == 1) or the partial store and, for the last slice to arrive, the reduction."""
     # This program's slice of the K blocks (tap-major: tap k owns blocks k*kb .. k*kb + kb - 1).
     kb = tl.cdiv(c_in, BLOCK_K)
     kb_lo = (pid_k * TAPS * kb) // SPLIT_K
@@ -149,10 +127,10 @@ def _stream_layer_kernel(
                     a = tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :], mask=row_ok[:, None] & k_ok[None, :],
                                 other=0.0)
                 else:
-                    a = tl.load(src_ptr + a_row[:, None] + kk[None, :],
-                                mask=(row_ok & ~fresh)[:, None] & k_ok[None, :], other=0.0)
-                    a += tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :],
-                                 mask=fresh[:, None] & k_ok[None, :], other=0.0)
+                    # One load from either tensor (a pointer select), not two masked loads: the
+                    # second load's registers made the expand layer spill.
+                    a_base = tl.where(fresh, x_ptr + rows64 * c_in, src_ptr + a_row)
+                    a = tl.load(a_base[:, None] + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             else:
                 a = tl.load(src_ptr + a_row[:, None] + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             w_rows = (k * c_in + kk).to(tl.int64)
@@ -184,22 +162,72 @@ def _stream_layer_kernel(
             _stream_epilogue(tot, b_ptr, res_ptr, dst_ptr, slot, t, fresh, rows64, cols, row_ok, col_ok, c_out, l_res,
                              res_lag, l_dst, HAS_RES, DST_RING, RELU)
 
+
+@triton.jit
+def _record_input(src_ptr, x_ptr, slot, t, fresh, rows64, row_ok, ks, c_in, l_src, BLOCK_K: tl.constexpr):
+    """Store the rows' new input frames at ``t mod l_src`` of the input ring (every position for a
+    stream's first frame)."""
+    any_fresh = tl.max(fresh.to(tl.int32), axis=0) > 0
+    s_row = (slot * l_src + t % l_src) * c_in
+    for k0 in range(0, c_in, BLOCK_K):
+        kk = k0 + ks
+        m = row_ok[:, None] & (kk < c_in)[None, :]
+        xv = tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :], mask=m, other=0.0)
+        tl.store(src_ptr + s_row[:, None] + kk[None, :], xv, mask=m)
+        if any_fresh:
+            fm = fresh[:, None] & (kk < c_in)[None, :]
+            for p in range(0, l_src):
+                tl.store(src_ptr + ((slot * l_src + p) * c_in)[:, None] + kk[None, :], xv, mask=fm)
+
+
+@triton.jit
+def _stream_layer_kernel(
+    src_ptr,   # SRC_RING: (slots, l_src, c_in) ring of the layer input; else (n_rows, c_in) plain rows
+    x_ptr,     # NEWEST_FROM_X: (n_rows, c_in) the new input frame of each row; unused otherwise
+    w_ptr,     # (taps * c_in, c_out) BN-folded weight, tap-major rows (tap k has lag (taps-1-k)*dil)
+    b_ptr,     # (c_out,) fp32 folded bias
+    res_ptr,   # HAS_RES: (slots, l_res, c_out) ring of the block input (residual source); unused otherwise
+    dst_ptr,   # DST_RING: (slots, l_dst, c_out) ring of the next layer's input; else (n_rows, c_out)
+    meta_ptr,  # (3, meta_stride) int64: slot, frame time t, fresh flag per row
+    part_ptr,  # SPLIT_K > 1: (SPLIT_K, n_rows, c_out) fp32 partial sums of the K slices; unused otherwise
+    count_ptr,  # SPLIT_K > 1: (row tiles * column tiles,) int32 arrivals per output tile, 0 between launches
+    n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst, meta_stride,
+    TAPS: tl.constexpr, DIL: tl.constexpr, SRC_RING: tl.constexpr, NEWEST_FROM_X: tl.constexpr, HAS_RES: tl.constexpr,
+    DST_RING: tl.constexpr, RELU: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    rows64 = rows.to(tl.int64)
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < c_out
+    ks = tl.arange(0, BLOCK_K)
+
+    slot = tl.load(meta_ptr + rows64, mask=row_ok, other=0).to(tl.int64)
+    t = tl.load(meta_ptr + meta_stride + rows64, mask=row_ok, other=0).to(tl.int64)
+    fresh = (tl.load(meta_ptr + 2 * meta_stride + rows64, mask=row_ok, other=0) != 0) & row_ok
+
     if NEWEST_FROM_X:
-        if (pid_c == 0) & (pid_k == 0):
-            # One program per row tile records the new input frame in the input ring. Programs of
-            # this launch read that ring only at lags >= 1 (positions != t mod l_src) or, for fresh
-            # rows, not at all, so the write cannot race with a read.
-            any_fresh = tl.max(fresh.to(tl.int32), axis=0) > 0
-            for k0 in range(0, c_in, BLOCK_K):
-                kk = k0 + ks
-                m = row_ok[:, None] & (kk < c_in)[None, :]
-                xv = tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :], mask=m, other=0.0)
-                s_row = (slot * l_src + t % l_src) * c_in
-                tl.store(src_ptr + s_row[:, None] + kk[None, :], xv, mask=m)
-                if any_fresh:
-                    fm = fresh[:, None] & (kk < c_in)[None, :]
-                    for p in range(0, l_src):
-                        tl.store(src_ptr + ((slot * l_src + p) * c_in)[:, None] + kk[None, :], xv, mask=fm)
+        if pid_c == tl.num_programs(1) - 1:
+            # The extra last column of programs records the new input frames in the input ring
+            # (apart from the GEMM programs: in the same program its registers made the expand
+            # layer spill). Programs of this launch read that ring only at lags >= 1 (positions
+            # != t mod l_src) or, for fresh rows, not at all, so the write cannot race with a read.
+            if pid_k == 0:
+                _record_input(src_ptr, x_ptr, slot, t, fresh, rows64, row_ok, ks, c_in, l_src, BLOCK_K)
+        else:
+            _stream_tile(src_ptr, x_ptr, w_ptr, b_ptr, res_ptr, dst_ptr, part_ptr, count_ptr, slot, t, fresh, rows64,
+                         row_ok, cols, col_ok, ks, pid_n, pid_c, pid_k, n_rows, c_in, c_out, l_src, l_res, res_lag,
+                         l_dst, TAPS, DIL, SRC_RING, NEWEST_FROM_X, HAS_RES, DST_RING, RELU, BLOCK_N, BLOCK_C, BLOCK_K,
+                         SPLIT_K, PRECISION)
+    else:
+        _stream_tile(src_ptr, x_ptr, w_ptr, b_ptr, res_ptr, dst_ptr, part_ptr, count_ptr, slot, t, fresh, rows64,
+                     row_ok, cols, col_ok, ks, pid_n, pid_c, pid_k, n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst,
+                     TAPS, DIL, SRC_RING, NEWEST_FROM_X, HAS_RES, DST_RING, RELU, BLOCK_N, BLOCK_C, BLOCK_K, SPLIT_K,
+                     PRECISION)
 
 
 def kernels_available(device: torch.device) -> bool:
@@ -336,13 +364,15 @@ class StreamScratch:
 def launch_config(layer: StreamLayer, n_rows: int, split_k: Optional[int] = None) -> dict:
     """Tiles, ``SPLIT_K`` and grid of one layer's launch over ``n_rows`` rows, and the scratch it needs
     (``partial_elems``, ``tiles``; both 0 without a split)."""
-    return _config(layer.weight, layer.taps, n_rows, split_k)
+    return _config(layer.weight, layer.taps, n_rows, layer.x is not None, split_k)
 
 
-def _config(weight, taps, n_rows, split_k=None) -> dict:
+def _config(weight, taps, n_rows, newest_from_x, split_k=None) -> dict:
     c_in, c_out = weight.shape[0] // taps, weight.shape[1]
     cfg = stream_config(n_rows, c_out, weight.dtype, weight.device, c_in=c_in, taps=taps, split_k=split_k)
-    grid = (triton.cdiv(n_rows, cfg["BLOCK_N"]), triton.cdiv(c_out, cfg["BLOCK_C"]), cfg["SPLIT_K"])
+    # With the newest tap from x, one extra column of programs records x in the input ring.
+    grid = (triton.cdiv(n_rows, cfg["BLOCK_N"]), triton.cdiv(c_out, cfg["BLOCK_C"]) + int(newest_from_x),
+            cfg["SPLIT_K"])
     split = cfg["SPLIT_K"] > 1
     return dict(cfg=cfg, grid=grid, partial_elems=cfg["SPLIT_K"] * n_rows * c_out if split else 0,
                 tiles=grid[0] * grid[1] if split else 0)
@@ -386,7 +416,7 @@ def _launch_layer(src, x, weight, bias, res, dst, meta, n_rows, taps, dilation, 
                   scratch=None, split_k=None):
     c_in = weight.shape[0] // taps
     c_out = weight.shape[1]
-    plan = _config(weight, taps, n_rows, split_k)
+    plan = _config(weight, taps, n_rows, x is not None, split_k)
     cfg, grid = plan["cfg"], plan["grid"]
     if cfg["SPLIT_K"] > 1:
         if scratch is None or not scratch.fits(plan["partial_elems"], plan["tiles"]):

@@ -168,12 +168,13 @@ fi
 
 # ---------------------------------------------------------------- 2. precompile into Triton's cache
 # Leaves >= 380 s for the later phases; the warm-up stops starting compiles 20 s before its cap.
-CAP=$(( $(left) - 380 )); [ $CAP -gt "$PRECOMPILE_S" ] && CAP=$PRECOMPILE_S
 NPROC=$(nproc 2>/dev/null || echo 4)
 if [ $DRY = 1 ]; then
   # dry run: only the counting pass and the plan, on a small workload (nothing to compile for)
+  CAP=90
   WARM_ARGS=(--plan --quick --precision bf16 --kernel stream_layer)
 else
+  CAP=$(( $(left) - 380 )); [ $CAP -gt "$PRECOMPILE_S" ] && CAP=$PRECOMPILE_S
   WARM_ARGS=(--jobs "$NPROC" --budget-s $(( CAP > 40 ? CAP - 20 : 20 )))
 fi
 run_step "precompile" "$CAP" bash -c 'cd "$1" && shift && exec "$@"' _ "$OUT" \

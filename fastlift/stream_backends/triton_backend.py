@@ -4,7 +4,9 @@ Each layer of the step program is one :func:`fastlift.kernels.stream_step.stream
 over a power-of-two bucket of rows (the pushed streams, padded with rows that point at the
 engine's extra dummy slot at time 0, so padding never touches a real stream). Per-step
 metadata (slot, time, fresh) goes to a static device buffer; on CUDA each bucket's step is
-captured in a CUDA graph on first use (or by :meth:`warmup`) and replayed afterwards.
+captured in a CUDA graph on first use (or by :meth:`warmup`) and replayed afterwards. Few streams
+split each layer's reduction over more programs (split-K, see :mod:`fastlift.kernels.stream_step`);
+its workspace is allocated once here for every bucket, so the graphs replay fixed pointers.
 """
 from __future__ import annotations
 

@@ -71,8 +71,9 @@ def test_warmup_without_nvidia_backend_skips_in_one_line(monkeypatch, capsys):
 @needs_nvidia
 def test_warmup_plan_counts_specialisations(tmp_path):
     """The counting pass compiles nothing and counts each distinct specialisation once: the quick
-    stream workload is one step at N = 1 and one at N = 256 of the 243f model, 8 launches each, all
-    different (layer kinds and dilations; tiles and split per bucket)."""
+    stream workload is one step at N = 1 and one at N = 256 of the 243f model, 10 launches each of
+    8 distinct specialisations (the two layers of a block share one per kind: the first blocks' 1x1
+    layers differ from the last one's only by where they write), none shared between the buckets."""
     report, out = _warmup(tmp_path, tmp_path / "cache", "--plan", "--quick", "--precision", "bf16", "--kernel",
                           "stream_layer", "--jobs", "3")
     assert report["counts"] == {"bf16/stream_layer": 16}

@@ -476,3 +476,43 @@ def test_gpu_streaming_1024_channels_split_k(dtype, tol, ieee_fp32):
         got[i] += list(eng.close(s).poses.float())
         want = lift_sequence(model, seqs[i])
         assert (torch.stack(got[i]) - want).abs().max() <= tol * want.abs().max()
+
+
+_GRID_SCRIPT = """
+import json, torch
+from fastlift.reference import TemporalModel
+from fastlift.streaming import StreamingLifter
+from fastlift.kernels.launch import compile_only, record_launches
+from fastlift.kernels.target import cuda_target
+
+torch.manual_seed(0)
+model = TemporalModel(17, 2, 17, [3, 3, 3, 3, 3], channels=1024).eval()
+out = {}
+for arch in (90, 80):
+    t = cuda_target(arch)
+    for dt in (torch.float32, torch.bfloat16):
+        with compile_only(t), record_launches() as log:
+            eng = StreamingLifter(model, max_streams=256, dtype=dt, device="cpu", backend="triton", check_finite=False)
+            for n in (1, 256):
+                slots = [eng.open() for _ in range(n)]
+                eng.push(slots, torch.randn(n, 17, 2))
+                eng.reset()
+        out[f"{arch}-{dt}"] = [[list(r.grid), r.meta["SPLIT_K"]] for r in log if r.kernel == "stream_layer"]
+print(json.dumps(out))
+"""
+
+
+def test_launch_report_one_stream_fills_every_sm():
+    """The launches the engine really makes (compile-only mode, nothing compiled): at N = 1 every
+    layer of the 243f model launches >= one program per SM of an H100/H200 (132) and an A100 (108);
+    at N = 256 nothing splits."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _GRID_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    for key, launches in out.items():
+        sms = 132 if key.startswith("90") else 108
+        assert len(launches) == 20, key  # 10 layers (expand, 4 blocks x 2, shrink) at N = 1, then at N = 256
+        for grid, split in launches[:10]:
+            assert grid[0] * grid[1] * grid[2] >= sms and grid[2] == split, (key, grid)
+        assert all(split == 1 for _, split in launches[10:]), key

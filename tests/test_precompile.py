@@ -72,8 +72,8 @@ def test_warmup_without_nvidia_backend_skips_in_one_line(monkeypatch, capsys):
 def test_warmup_plan_counts_specialisations(tmp_path):
     """The counting pass compiles nothing and counts each distinct specialisation once: the quick
     stream workload is one step at N = 1 and one at N = 256 of the 243f model, 10 launches each of
-    8 distinct specialisations (the two layers of a block share one per kind: the first blocks' 1x1
-    layers differ from the last one's only by where they write), none shared between the buckets."""
+    8 distinct specialisations (expand, 4 dilations, the 1x1 layers of blocks 1-3 share one, the
+    last block's 1x1 writes plain rows, shrink), none shared between the buckets."""
     report, out = _warmup(tmp_path, tmp_path / "cache", "--plan", "--quick", "--precision", "bf16", "--kernel",
                           "stream_layer", "--jobs", "3")
     assert report["counts"] == {"bf16/stream_layer": 16}

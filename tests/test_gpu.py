@@ -84,37 +84,42 @@ def test_training_step_with_dropout_per_precision(precision):
     gradients, running statistics."""
     import contextlib
 
-    from fastlift.kernels._common import dot_precision
+    from fastlift.kernels._common import dot_precision, fp32_precision
 
     ref, fus = full_pair(one_f=True)
     fus.dropout_p = 0.25
     fus.set_dropout_seed(77)
     ref64, ref_lp = copy.deepcopy(ref).double(), ref.float()
+    stack = contextlib.ExitStack()
     if precision == "tf32":
-        torch.backends.cudnn.allow_tf32 = True  # what the reference gets by default (the fixture restores it)
+        # cuDNN's default for the reference (the fixture restores it); the kernels pinned to TF32 for
+        # forward and backward (their "auto" policy is tested with torch's flags elsewhere).
+        torch.backends.cudnn.allow_tf32 = True
+        stack.enter_context(fp32_precision("tf32"))
         assert dot_precision(torch.float32) == "tf32"
         ctx = contextlib.nullcontext
     else:
         dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         ctx = lambda: torch.autocast("cuda", dtype=dt)  # noqa: E731
-    x = torch.randn(24, 243, 17, 2, device="cuda")
-    xr, xl, xf = (x.double().requires_grad_(), x.clone().requires_grad_(), x.clone().requires_grad_())
-    for m in (ref64, ref_lp, fus):
-        m.train()
-    yr = masked_reference_forward(ref64, xr, 77, 0.25)
-    with ctx():
-        yl = masked_reference_forward(ref_lp, xl, 77, 0.25)
-        yf = fus(xf)
     tol = TRAIN_TOL[precision]
 
     def ok(a, b, low, t):
         return rel_err(a, b) < max(t, 4 * rel_err(low, b))
 
-    assert yf.shape == yr.shape and ok(yf, yr, yl, tol), (rel_err(yf, yr), rel_err(yl, yr))
-    w = torch.randn_like(yr)
-    (yr * w).sum().backward()
-    (yl.float() * w.float()).sum().backward()
-    (yf.float() * w.float()).sum().backward()
+    with stack:  # TF32 for the kernels' forward and backward launches
+        x = torch.randn(24, 243, 17, 2, device="cuda")
+        xr, xl, xf = (x.double().requires_grad_(), x.clone().requires_grad_(), x.clone().requires_grad_())
+        for m in (ref64, ref_lp, fus):
+            m.train()
+        yr = masked_reference_forward(ref64, xr, 77, 0.25)
+        with ctx():
+            yl = masked_reference_forward(ref_lp, xl, 77, 0.25)
+            yf = fus(xf)
+        assert yf.shape == yr.shape and ok(yf, yr, yl, tol), (rel_err(yf, yr), rel_err(yl, yr))
+        w = torch.randn_like(yr)
+        (yr * w).sum().backward()
+        (yl.float() * w.float()).sum().backward()
+        (yf.float() * w.float()).sum().backward()
     assert ok(xf.grad, xr.grad, xl.grad, 5 * tol), (rel_err(xf.grad, xr.grad), rel_err(xl.grad, xr.grad))
     for (n, pr), (_, pl), (_, pf) in zip(ref64.named_parameters(), ref_lp.named_parameters(), fus.named_parameters()):
         assert ok(pf.grad, pr.grad, pl.grad, 5 * tol), (n, rel_err(pf.grad, pr.grad), rel_err(pl.grad, pr.grad))

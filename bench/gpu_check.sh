@@ -8,15 +8,22 @@
 # readme_table.md, status.json (one entry per step: rc, seconds) and summary.txt. On a GPU the
 # results are also copied into bench/results/ of this checkout (commit them from there).
 #
-# Time plan (default total 570 s, GPU_CHECK_TOTAL_S overrides): editable install (<= 120 s; on
-# failure a PYTHONPATH staging tree is used instead, and the log says which), `pytest -m gpu`
-# (<= 180 s), `fastlift bench --scenario all` with a budget of what is left minus 75 s (the suite
-# skips cases that do not fit and records why; a hard timeout backs the budget up), then the
-# CPU-visible tests with the remaining time. Every step is capped by `timeout`; a step that
-# fails or times out does not stop the later ones.
+# Time plan (default total 570 s, GPU_CHECK_TOTAL_S overrides), one budget per phase:
+#   1. editable install (<= 120 s; on failure a PYTHONPATH staging tree is used instead, and the
+#      log says which);
+#   2. precompile (<= 150 s): `fastlift kernels warmup` compiles, on every CPU core, the Triton
+#      specialisations the GPU tier and the benchmark launch (the compile check's workloads, for
+#      this GPU's own target) into Triton's cache, so a cold cache does not eat the test budget;
+#      its plan (counts, estimated time) is in logs/precompile.log and precompile.json, and what
+#      does not fit its budget compiles on first use as before;
+#   3. `pytest -m gpu` (<= 180 s);
+#   4. `fastlift bench --scenario all` with a budget of what is left minus 75 s (the suite skips
+#      cases that do not fit and records why; a hard timeout backs the budget up);
+#   5. the CPU-visible tests with the remaining time.
+# Every step is capped by `timeout`; a step that fails or times out does not stop the later ones.
 #
-# Environment: PYTHON (default: python, else python3), GPU_CHECK_TOTAL_S, GPU_CHECK_GPU_TESTS_S,
-# GPU_CHECK_BENCH_ARGS (extra arguments for fastlift bench).
+# Environment: PYTHON (default: python, else python3), GPU_CHECK_TOTAL_S, GPU_CHECK_PRECOMPILE_S,
+# GPU_CHECK_GPU_TESTS_S, GPU_CHECK_BENCH_ARGS (extra arguments for fastlift bench).
 set -u -o pipefail
 
 usage() { echo "usage: $0 OUTDIR [--dry-run] [--no-copy]" >&2; exit 2; }
@@ -40,6 +47,7 @@ LOG="$OUT/logs/gpu_check.log"
 exec > >(tee -a "$LOG") 2>&1
 
 TOTAL=${GPU_CHECK_TOTAL_S:-570}
+PRECOMPILE_S=${GPU_CHECK_PRECOMPILE_S:-150}
 GPU_TESTS_S=${GPU_CHECK_GPU_TESTS_S:-180}
 START=$SECONDS
 export PYTHONUNBUFFERED=1
@@ -79,6 +87,7 @@ elif command -v python >/dev/null 2>&1; then PY=python
 else PY=python3; fi
 
 say "repo $REPO, out $OUT, python $(command -v "$PY"), total budget ${TOTAL}s, dry-run $DRY"
+say "time plan: install <= 120s, precompile <= ${PRECOMPILE_S}s, GPU tests <= ${GPU_TESTS_S}s, benchmark: what is left - 75s, other tests: the rest"
 {
   echo "date: $(date -u +%FT%TZ)"; echo "host: $(hostname)"; uname -a
   "$PY" - <<'PYEOF' 2>&1
@@ -157,7 +166,21 @@ if ! "$PY" -c "import pytest_benchmark" >/dev/null 2>&1; then
   say "pytest-benchmark not installed: overriding pyproject addopts (--benchmark-disable)"
 fi
 
-# ---------------------------------------------------------------- 2. GPU test tier
+# ---------------------------------------------------------------- 2. precompile into Triton's cache
+# Leaves >= 380 s for the later phases; the warm-up stops starting compiles 20 s before its cap.
+NPROC=$(nproc 2>/dev/null || echo 4)
+if [ $DRY = 1 ]; then
+  # dry run: only the counting pass and the plan, on a small workload (nothing to compile for)
+  CAP=90
+  WARM_ARGS=(--plan --quick --precision bf16 --kernel stream_layer)
+else
+  CAP=$(( $(left) - 380 )); [ $CAP -gt "$PRECOMPILE_S" ] && CAP=$PRECOMPILE_S
+  WARM_ARGS=(--jobs "$NPROC" --budget-s $(( CAP > 40 ? CAP - 20 : 20 )))
+fi
+run_step "precompile" "$CAP" bash -c 'cd "$1" && shift && exec "$@"' _ "$OUT" \
+  env -u TRITON_INTERPRET "$PY" -m fastlift.cli kernels warmup "${WARM_ARGS[@]}" --json "$OUT/precompile.json" --overwrite
+
+# ---------------------------------------------------------------- 3. GPU test tier
 CAP=$(( $(left) - 200 )); [ $CAP -gt "$GPU_TESTS_S" ] && CAP=$GPU_TESTS_S
 cd "$REPO" || exit 1
 GPU_TEST_PATHS=(tests)
@@ -165,7 +188,7 @@ GPU_TEST_PATHS=(tests)
 run_step "pytest-gpu" "$CAP" "$PY" -m pytest -m gpu -q -rs "${PYTEST_EXTRA[@]}" --junitxml="$OUT/junit-gpu.xml" \
   "${GPU_TEST_PATHS[@]}"
 
-# ---------------------------------------------------------------- 3. benchmark suite
+# ---------------------------------------------------------------- 4. benchmark suite
 BENCH_S=$(( $(left) - 75 ))
 if [ $DRY = 1 ]; then
   BENCH_ARGS=(--plan tiny --device cpu --no-merge)
@@ -179,7 +202,7 @@ run_step "bench" $(( BENCH_S + 30 )) bash -c 'cd "$1" && shift && exec "$@"' _ "
   --out "$OUT/results" "${EXTRA_BENCH[@]}"
 (cd "$OUT" && "$PY" -m fastlift.bench.readme_table --results "$OUT/results") > "$OUT/readme_table.md" 2>&1 || true
 
-# ---------------------------------------------------------------- 4. the rest of the tests
+# ---------------------------------------------------------------- 5. the rest of the tests
 if [ $DRY = 1 ]; then
   say "dry run: skipping the CPU-visible test run (CI covers it)"
   record "pytest-rest" -1 0 "skipped: dry run"
@@ -188,7 +211,7 @@ else
     "${PYTEST_EXTRA[@]}" --junitxml="$OUT/junit-rest.xml" tests
 fi
 
-# ---------------------------------------------------------------- 5. results into the checkout
+# ---------------------------------------------------------------- 6. results into the checkout
 if [ $DRY = 0 ] && [ $COPY = 1 ] && [ "$GPU" = true ]; then
   mkdir -p "$REPO/bench/results"
   for f in "$OUT"/results/*.json "$OUT"/results/*.csv "$OUT"/results/*.png; do

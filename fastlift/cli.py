@@ -26,7 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("fastlift.stream_cli", "replay 2D sequences as concurrent real-time streams"),
     "bench": ("fastlift.bench.cli", "benchmark fastlift against the reference"),
     "export": ("fastlift.export", "export a lifter with torch.export / AOTInductor"),
-    "kernels": ("fastlift.kernels_cli", "Triton kernel tools (check: compile every specialisation for a GPU, no GPU needed; tune: time tile configurations on a GPU)"),
+    "kernels": ("fastlift.kernels_cli", "Triton kernel tools (check: compile every specialisation for a GPU, no GPU "
+                "needed; warmup: precompile them into Triton's cache; tune: time tile configurations on a GPU)"),
     "video": ("fastlift.train.video", "video file -> 2D keypoints (MediaPipe) -> 3D poses -> side-by-side video"),
 }
 

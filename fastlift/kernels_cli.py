@@ -35,7 +35,7 @@ KERNELS = ("tconv_fwd", "tconv_dgrad", "tconv_wgrad", "bn_act", "bn_finalize", "
 
 
 def add_arguments(p) -> None:
-    sub = p.add_subparsers(dest="kernels_command", metavar="{check,tune}")
+    sub = p.add_subparsers(dest="kernels_command", metavar="{check,warmup,tune}")
     c = sub.add_parser("check", help="compile every Triton specialisation for a GPU target (no GPU needed)",
                        description=__doc__.split("\n\n")[0])
     c.add_argument("--arch", type=int, action="append", metavar="CC",
@@ -53,6 +53,7 @@ def add_arguments(p) -> None:
     c.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
                    help="worker processes, each compiling some precisions (default: CPU count, at most 4)")
     c.add_argument("--verbose", "-v", action="store_true", help="print one line per compiled specialisation")
+    _add_warmup_arguments(sub)
 
     from fastlift import cli_common
 
@@ -450,8 +451,10 @@ def tune_cmd(args) -> int:
 def run(args) -> int:
     if getattr(args, "kernels_command", None) == "tune":
         return tune_cmd(args)
+    if getattr(args, "kernels_command", None) == "warmup":
+        return run_warmup(args)
     if getattr(args, "kernels_command", None) != "check":
-        raise ValueError("kernels: expected a subcommand: check or tune")
+        raise ValueError("kernels: expected a subcommand: check, warmup or tune")
     archs = args.arch or [90]
     from fastlift.kernels.target import KNOWN_CUDA
 
@@ -492,6 +495,223 @@ def run(args) -> int:
         write(report)
         print(f"results: {args.json}")
     return 1 if report["num_failed"] or report["num_over_shared"] else 0
+
+
+# ------------------------------------------------------------------------------------ warmup (precompile)
+WARMUP_DOC = """Precompile, in parallel, every Triton specialisation the check's workloads launch (the benchmark's
+and the GPU tier's shapes of the 243f model) into Triton's on-disk cache, so that the first launches
+of the GPU tier and the benchmark load kernels instead of compiling them (1-2 s each, hundreds of
+them from a cold cache).
+
+The workloads run in compile-only mode as in ``fastlift kernels check``; each distinct
+specialisation is compiled with Triton's own ``warmup`` path for the target -- the local CUDA GPU's
+own properties when there is one, so tiles, grids and Triton's cache keys are those the real
+launches will use. A record-only pass counts the specialisations first (no compile); with ``--plan``
+nothing more happens (the plan: counts, estimated time from the per-specialisation compile time of
+the committed compile report, whether it fits ``--budget-s``). Workers stop starting compiles when
+the budget is spent; what is left compiles on first use as before."""
+
+
+def _add_warmup_arguments(sub) -> None:
+    w = sub.add_parser("warmup", help="precompile every specialisation into Triton's cache, in parallel",
+                       description=WARMUP_DOC.split("\n\n")[0])
+    w.add_argument("--arch", type=int, metavar="CC",
+                   help="compute capability to compile for (default: the local CUDA GPU, else 90)")
+    w.add_argument("--quick", action="store_true", help="the quick check's smaller workload set")
+    w.add_argument("--precision", action="append", choices=PRECISIONS,
+                   help="precisions, repeatable (default: all of fp32, tf32, bf16, fp16)")
+    w.add_argument("--kernel", action="append", choices=KERNELS, metavar="NAME", help="only these kernels, repeatable")
+    w.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="worker processes (default: CPU count)")
+    w.add_argument("--budget-s", type=float, default=0.0, metavar="S",
+                   help="start no compile after S seconds (0: no limit)")
+    w.add_argument("--plan", action="store_true", help="count and estimate only; compile nothing")
+    w.add_argument("--json", "-o", "--out", dest="json", metavar="PATH", help="write the plan/result as JSON to PATH")
+    w.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+
+def plan_warmup(n_specs: int, jobs: int, per_spec_s: float, record_s: float, budget_s: float = 0.0) -> dict:
+    """How a warm-up of ``n_specs`` specialisations splits over ``jobs`` workers and how long it takes.
+
+    Every worker re-runs the workloads in record mode (``record_s``, measured by the counting pass)
+    and compiles ``ceil(n_specs / jobs)`` specialisations of ``per_spec_s`` each. With a budget
+    (> 0), ``fit_specs`` is how many compile before it is spent (the others compile on first use).
+    """
+    if n_specs < 0 or jobs < 1 or per_spec_s <= 0 or record_s < 0 or budget_s < 0:
+        raise ValueError(f"plan_warmup: expected n_specs >= 0, jobs >= 1, per_spec_s > 0, record_s >= 0, "
+                         f"budget_s >= 0, got {n_specs}, {jobs}, {per_spec_s}, {record_s}, {budget_s}")
+    workers = max(1, min(jobs, n_specs))
+    per_worker = -(-n_specs // workers)
+    estimated = record_s + per_worker * per_spec_s
+    if budget_s and estimated > budget_s:
+        fit = min(n_specs, workers * max(0, int((budget_s - record_s) // per_spec_s)))
+    else:
+        fit = n_specs
+    return dict(specs=n_specs, workers=workers, specs_per_worker=per_worker, per_spec_s=round(per_spec_s, 3),
+                record_s=round(record_s, 1), estimated_s=round(estimated, 1), budget_s=budget_s,
+                fits=not budget_s or estimated <= budget_s, fit_specs=fit)
+
+
+def per_spec_seconds(arch: int, default: float = 1.5) -> tuple[float, str]:
+    """Mean compile time of one specialisation in the committed compile report for ``arch``
+    (``bench/results/compile-sm<arch>.json``; it includes the resource analysis, so it is an upper
+    bound), else ``default``; returns (seconds, source)."""
+    from pathlib import Path
+
+    import fastlift.bench as bench
+
+    path = Path(bench.__file__).resolve().parent / "results" / f"compile-sm{arch}.json"
+    try:
+        recs = json.loads(path.read_text())["specializations"]
+        times = [r["compile_s"] for r in recs if r.get("compile_s")]
+        if times:
+            return sum(times) / len(times), str(path.name)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return default, "default"
+
+
+def _warm_target(arch):
+    from fastlift.kernels.target import cuda_target, device_target
+
+    if arch is None:
+        import torch
+
+        if torch.cuda.is_available() and torch.version.hip is None:
+            return device_target(torch.device("cuda"))
+        return cuda_target(90)
+    return cuda_target(arch)
+
+
+def _record_pass(target, quick, precisions, kernels) -> list:
+    """Record (compile nothing) every specialisation of the workloads: keys in first-launch order."""
+    from fastlift.kernels.aot import Compiler
+    from fastlift.kernels.launch import compile_only
+
+    work = _Workloads()
+    with Compiler(target, select=set(), kernels=kernels) as probe, compile_only(target, probe):
+        for name, prec, fn in _scenarios(quick, precisions):
+            probe.scenario, probe.precision = name, prec
+            with _precision(prec) as dt:
+                probe.dtype = str(dt).replace("torch.", "")
+                fn(work, dt)
+    return list(probe.records)
+
+
+def _warm_worker(target, quick, precisions, kernels, keys, deadline) -> dict:
+    """One worker: run the workloads, compiling only ``keys`` (Triton's warmup path, no analysis)."""
+    from fastlift.kernels.aot import Compiler
+    from fastlift.kernels.launch import compile_only
+
+    class Warm(Compiler):
+        def _compile(self, kernel, grid, args, kw, rec):
+            if deadline and time.time() > deadline:
+                rec["ok"], rec["error"] = None, "budget spent"
+                return
+            t0 = time.time()
+            try:
+                kernel.run(*args, grid=grid, warmup=True, **kw)
+                rec["ok"] = True
+            except Exception as e:  # reported per specialisation
+                rec["ok"], rec["error"] = False, f"{type(e).__name__}: {e}"[-500:]
+            rec["compile_s"] = round(time.time() - t0, 2)
+
+    work = _Workloads()
+    t0 = time.time()
+    with Warm(target, select=set(keys), kernels=kernels) as comp, compile_only(target, comp):
+        for name, prec, fn in _scenarios(quick, precisions):
+            comp.scenario, comp.precision = name, prec
+            with _precision(prec) as dt:
+                comp.dtype = str(dt).replace("torch.", "")
+                fn(work, dt)
+    recs = [comp.records[k] for k in keys if k in comp.records]
+    return dict(compiled=sum(1 for r in recs if r["ok"] is True), failed=[f"{r['kernel']} {r['precision']}: "
+                                                                         f"{r['error']}" for r in recs if r["ok"] is False],
+                skipped=sum(1 for r in recs if r["ok"] is None), compile_s=round(sum(r.get("compile_s", 0) for r in recs), 1),
+                seconds=round(time.time() - t0, 1))
+
+
+def warmup(target, quick: bool, precisions, kernels=None, jobs: int = 1, budget_s: float = 0.0, plan_only=False,
+           log=print) -> dict:
+    """Count, plan and (unless ``plan_only``) precompile; returns the report (see :data:`WARMUP_DOC`)."""
+    t_start = time.time()
+    keys = _record_pass(target, quick, precisions, kernels)
+    record_s = time.time() - t_start
+    per_spec, source = per_spec_seconds(target.arch)
+    counts: dict = {}
+    for k in keys:
+        counts[f"{k[0]}/{k[1]}"] = counts.get(f"{k[0]}/{k[1]}", 0) + 1
+    plan = plan_warmup(len(keys), max(1, jobs), per_spec, record_s, budget_s)
+    report = dict(tool="fastlift kernels warmup", target=target.__dict__, quick=quick, precisions=list(precisions),
+                  kernels=sorted(kernels) if kernels else "all", per_spec_source=source, counts=counts, plan=plan,
+                  plan_only=plan_only)
+    log(f"warmup: {len(keys)} specialisations for {target.name or 'sm_%d' % target.arch} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); {plan['workers']} workers, "
+        f"estimated {plan['estimated_s']} s ({plan['per_spec_s']} s per specialisation from {source}, "
+        f"{plan['record_s']} s per workload pass)" + (f", budget {budget_s:g} s: " + (
+            "fits" if plan["fits"] else f"about {plan['fit_specs']} fit") if budget_s else ""))
+    if plan_only or not keys:
+        report["elapsed_s"] = round(time.time() - t_start, 1)
+        return report
+    deadline = t_start + budget_s if budget_s else 0.0
+    shares = [keys[i::plan["workers"]] for i in range(plan["workers"])]
+    # Worker i runs the precisions starting from the i-th: when the budget cuts the warm-up short,
+    # every precision has had its first workloads compiled (workers compile in workload order).
+    orders = [list(precisions[i % len(precisions):]) + list(precisions[:i % len(precisions)])
+              for i in range(len(shares))]
+    if len(shares) == 1:
+        results = [_warm_worker(target, quick, precisions, kernels, shares[0], deadline)]
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=ctx) as pool:
+            futs = [pool.submit(_warm_worker, target, quick, order, kernels, sh, deadline)
+                    for order, sh in zip(orders, shares)]
+            results = [f.result() for f in futs]
+    report["compiled"] = sum(r["compiled"] for r in results)
+    report["skipped"] = sum(r["skipped"] for r in results)
+    report["failed"] = [f for r in results for f in r["failed"]]
+    report["workers"] = results
+    report["elapsed_s"] = round(time.time() - t_start, 1)
+    log(f"warmup: compiled {report['compiled']}, skipped {report['skipped']} (budget), failed {len(report['failed'])}"
+        f" in {report['elapsed_s']} s")
+    for f in report["failed"][:20]:
+        log(f"FAILED {f}")
+    return report
+
+
+def run_warmup(args) -> int:
+    precisions = list(dict.fromkeys(args.precision or PRECISIONS))
+    if args.arch is not None:
+        from fastlift.kernels.target import KNOWN_CUDA
+
+        if args.arch not in KNOWN_CUDA:
+            raise ValueError(f"--arch: expected one of {sorted(KNOWN_CUDA)}, got {args.arch}")
+    if args.jobs < 0:
+        raise ValueError(f"--jobs: expected a non-negative integer, got {args.jobs}")
+    if args.budget_s < 0:
+        raise ValueError(f"--budget-s: expected a non-negative number of seconds, got {args.budget_s}")
+    if args.json and os.path.exists(args.json) and not args.overwrite:
+        raise ValueError(f"--json: {args.json} exists; pass --overwrite to replace it")
+    from fastlift.kernels import aot
+
+    missing = aot.nvidia_backend_missing()
+    if missing:
+        print(f"fastlift kernels warmup: skipped: {missing}")
+        return 0
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise ValueError("TRITON_INTERPRET: expected it unset (warmup compiles real kernels), got "
+                         f"{os.environ['TRITON_INTERPRET']!r}")
+    jobs = args.jobs or (os.cpu_count() or 1)
+    report = warmup(_warm_target(args.arch), args.quick, precisions, args.kernel, jobs, args.budget_s, args.plan,
+                    log=lambda s: print(s, flush=True))
+    if args.json:
+        from fastlift._files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=1, default=str) + "\n")
+        print(f"results: {args.json}")
+    return 1 if report.get("failed") else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

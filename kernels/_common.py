@@ -261,25 +261,70 @@ def finalize_config(target) -> dict:
     return dict(BLOCK_C=128 if resolve(target).gpu else 32)
 
 
-def stream_config(n_rows: int, c_out: int, dtype: torch.dtype, target) -> dict:
-    """Tiles of the streaming-step kernel for ``n_rows`` streams.
+def stream_config(n_rows: int, c_out: int, dtype: torch.dtype, target, c_in: "int | None" = None, taps: int = 1,
+                  split_k: "int | None" = None) -> dict:
+    """Tiles of the streaming-step kernel for ``n_rows`` streams, and its split of the reduction (``SPLIT_K``).
 
     Few streams make the layer a weight-streaming GEMV, so narrow column tiles spread the weight
     read over more programs; many streams get taller tiles for weight reuse. ``tl.dot`` needs every
     tile dimension >= 16 (the interpreter too, so it gets the same tiles: its cost is per program).
+
+    Split-K (needs ``c_in``; ``taps`` is the layer's kernel width): the reduction over the
+    ``taps * cdiv(c_in, BLOCK_K)`` K blocks is cut into ``SPLIT_K`` slices, one program each, so that
+    the grid reaches ``target.sm_count`` programs -- at N = 1 a 1,024-channel layer has only 32
+    column tiles, a quarter of an H100's SMs, for a step bound by reading the weights. The slices'
+    fp32 partial sums are added in a fixed order (deterministic; see the kernel). ``SPLIT_K`` is the
+    smallest count that fills the SMs, at most one slice per K block, and only while the partials'
+    traffic (``SPLIT_K x rows x 8`` B per output column, written and read once) stays under a quarter
+    of the weight read (``taps x c_in x itemsize`` B per column): many streams do not split. When even
+    one slice per K block cannot fill the SMs (the small expand and shrink layers), ``BLOCK_C`` and
+    then ``BLOCK_K`` halve (down to 16). On a one-SM target (the interpreter) ``SPLIT_K`` is 1.
+    ``split_k`` forces a count (clamped to the K blocks): tests exercise the split on small shapes.
     """
-    resolve(target)
-    block_n = 16 if n_rows <= 16 else (32 if n_rows <= 32 else 64)
-    if n_rows <= 16:
+    target = resolve(target)
+    n = static_int(n_rows, 1 << 20)
+    block_n = 16 if n <= 16 else (32 if n <= 32 else 64)
+    if n <= 16:
         block_c = 32
-    elif n_rows <= 128:
+    elif n <= 128:
         block_c = 64
     else:
         block_c = 128
     block_c = max(16, min(block_c, triton.next_power_of_2(c_out)))
     block_k = 32 if dtype == torch.float32 else 64
-    num_warps = 4 if block_n * block_c <= 4096 else 8
-    return dict(BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=num_warps)
+    split = 1
+    if c_in is not None:
+        k_blocks = lambda bk: taps * triton.cdiv(c_in, bk)  # noqa: E731
+        if split_k is not None:
+            if int(split_k) < 1:
+                raise ValueError(f"split_k: expected a positive integer, got {split_k}")
+            split = min(int(split_k), k_blocks(block_k))
+        else:
+            col_weight_bytes = taps * c_in * dtype.itemsize
+
+            def plan(bc, bk):
+                tiles = triton.cdiv(max(n, 1), block_n) * triton.cdiv(c_out, bc)
+                s = min(triton.cdiv(target.sm_count, tiles), k_blocks(bk))
+                while s > 1 and 4 * s * max(n, 1) * 8 > col_weight_bytes:
+                    s -= 1
+                return s, tiles * s
+
+            split, programs = plan(block_c, block_k)
+            while programs < target.sm_count and split == k_blocks(block_k):
+                if block_c > 16:
+                    block_c //= 2
+                elif block_k > 16:
+                    block_k //= 2
+                else:
+                    break
+                split, programs = plan(block_c, block_k)
+    # 8 warps from 64 x 64 tiles up, and no software pipelining of a K loop of <= 2 steps per tap
+    # (the expand layer, C_in = 34): at 4 warps / 3 stages the expand layer spilled 96-520 B on sm_90.
+    num_warps = 4 if block_n * block_c < 4096 else 8
+    cfg = dict(BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_K=block_k, SPLIT_K=split, num_warps=num_warps)
+    if target.gpu and c_in is not None and triton.cdiv(c_in, block_k) <= 2:
+        cfg["num_stages"] = 1
+    return cfg
 
 
 def tl_dtype(dtype: torch.dtype):

@@ -27,6 +27,14 @@ Ring layout: ``(slots, L, C)`` contiguous, channel-contiguous, ``L = span + 1`` 
 frame, so every tap of a step is read from the ring while the write of the step's new frame
 (position ``t mod L``) never aliases a tap another program of the same launch still reads.
 
+Few streams (split-K): at N = 1 the (row tile x column tile) grid of a 1,024-channel layer is 32
+programs, a quarter of an H100's SMs, for a step bound by reading the weights. The launch then
+also splits the reduction over ``taps * c_in`` into ``SPLIT_K`` slices (grid axis 2, planned by
+:func:`fastlift.kernels._common.stream_config` from the target's SM count). Each slice stores an
+fp32 partial into a :class:`StreamScratch` and counts its arrival on its output tile; the last
+arrival adds the partials in slice order (deterministic: the same bits whatever the arrival
+order), runs the epilogue and resets the tile's counter. One launch per layer, as before.
+
 Limitations: dtypes fp16 / bf16 / fp32 (fp32 ``tl.dot`` precision follows
 :func:`fastlift.kernels._common.dot_precision`); CPU tensors only under ``TRITON_INTERPRET=1`` (set
 before triton is imported) or in a compile-only session.
@@ -52,66 +60,15 @@ from fastlift.kernels._common import SUPPORTED_DTYPES, dot_precision, interprete
 from fastlift.kernels._common import kernels_available as _kernels_available
 from fastlift.kernels.launch import compile_only_active, launch
 
-__all__ = ["StreamLayer", "stream_layer", "stream_step", "validate_layer", "interpreter_active", "kernels_available",
-           "stream_layer_reference", "SUPPORTED_DTYPES"]
+__all__ = ["StreamLayer", "StreamScratch", "launch_config", "scratch_for", "stream_layer", "stream_step",
+           "validate_layer", "interpreter_active", "kernels_available", "stream_layer_reference", "SUPPORTED_DTYPES"]
 
 
 @triton.jit
-def _stream_layer_kernel(
-    src_ptr,   # SRC_RING: (slots, l_src, c_in) ring of the layer input; else (n_rows, c_in) plain rows
-    x_ptr,     # NEWEST_FROM_X: (n_rows, c_in) the new input frame of each row; unused otherwise
-    w_ptr,     # (taps * c_in, c_out) BN-folded weight, tap-major rows (tap k has lag (taps-1-k)*dil)
-    b_ptr,     # (c_out,) fp32 folded bias
-    res_ptr,   # HAS_RES: (slots, l_res, c_out) ring of the block input (residual source); unused otherwise
-    dst_ptr,   # DST_RING: (slots, l_dst, c_out) ring of the next layer's input; else (n_rows, c_out)
-    meta_ptr,  # (3, meta_stride) int64: slot, frame time t, fresh flag per row
-    n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst, meta_stride,
-    TAPS: tl.constexpr, DIL: tl.constexpr, SRC_RING: tl.constexpr, NEWEST_FROM_X: tl.constexpr, HAS_RES: tl.constexpr,
-    DST_RING: tl.constexpr, RELU: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    pid_n = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    col_ok = cols < c_out
-    ks = tl.arange(0, BLOCK_K)
-
-    slot = tl.load(meta_ptr + rows64, mask=row_ok, other=0).to(tl.int64)
-    t = tl.load(meta_ptr + meta_stride + rows64, mask=row_ok, other=0).to(tl.int64)
-    fresh = (tl.load(meta_ptr + 2 * meta_stride + rows64, mask=row_ok, other=0) != 0) & row_ok
-
-    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
-    for k in tl.static_range(TAPS):
-        lag = (TAPS - 1 - k) * DIL  # compile-time: tap k of a width-TAPS conv with dilation DIL
-        if SRC_RING:
-            # lag <= span < l_src, so adding l_src keeps the operand of % non-negative.
-            pos = (t % l_src + l_src - lag) % l_src
-            a_row = (slot * l_src + pos) * c_in
-        else:
-            a_row = rows64 * c_in
-        for k0 in range(0, c_in, BLOCK_K):
-            kk = k0 + ks
-            k_ok = kk < c_in
-            if NEWEST_FROM_X:
-                # The newest tap (and, on a stream's first frame, every tap) is the new input frame.
-                if lag == 0:
-                    a = tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                                other=0.0)
-                else:
-                    a = tl.load(src_ptr + a_row[:, None] + kk[None, :],
-                                mask=(row_ok & ~fresh)[:, None] & k_ok[None, :], other=0.0)
-                    a += tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :],
-                                 mask=fresh[:, None] & k_ok[None, :], other=0.0)
-            else:
-                a = tl.load(src_ptr + a_row[:, None] + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            w_rows = (k * c_in + kk).to(tl.int64)
-            b = tl.load(w_ptr + w_rows[:, None] * c_out + cols[None, :], mask=k_ok[:, None] & col_ok[None, :],
-                        other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
-
+def _stream_epilogue(acc, b_ptr, res_ptr, dst_ptr, slot, t, fresh, rows64, cols, row_ok, col_ok, c_out, l_res, res_lag,
+                     l_dst, HAS_RES: tl.constexpr, DST_RING: tl.constexpr, RELU: tl.constexpr):
+    """``acc`` (BLOCK_N x BLOCK_C fp32, the finished GEMM) + bias, ReLU, + residual, stored into the
+    next ring (with the first-frame fill) or the plain row buffer."""
     acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     if RELU:
         acc = tl.maximum(acc, 0.0)
@@ -121,7 +78,6 @@ def _stream_layer_kernel(
         r_row = (slot * l_res + rpos) * c_out
         acc += tl.load(res_ptr + r_row[:, None] + cols[None, :], mask=ok2, other=0.0).to(tl.float32)
     out = acc.to(dst_ptr.dtype.element_ty)
-
     if DST_RING:
         d_row = (slot * l_dst + t % l_dst) * c_out
         tl.store(dst_ptr + d_row[:, None] + cols[None, :], out, mask=ok2)
@@ -133,22 +89,145 @@ def _stream_layer_kernel(
     else:
         tl.store(dst_ptr + rows64[:, None] * c_out + cols[None, :], out, mask=ok2)
 
+
+@triton.jit
+def _stream_tile(src_ptr, x_ptr, w_ptr, b_ptr, res_ptr, dst_ptr, part_ptr, count_ptr, slot, t, fresh, rows64, row_ok, cols,
+                 col_ok, ks, pid_n, pid_c, pid_k, n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst,
+                 TAPS: tl.constexpr, DIL: tl.constexpr, SRC_RING: tl.constexpr, NEWEST_FROM_X: tl.constexpr,
+                 HAS_RES: tl.constexpr, DST_RING: tl.constexpr, RELU: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr):
+    """One output tile (rows x columns) of the layer over this program's K slice: GEMM, then the
+    epilogue (SPLIT_K == 1) or the partial store and, for the last slice to arrive, the reduction."""
+    # This program's slice of the K blocks (tap-major: tap k owns blocks k*kb .. k*kb + kb - 1).
+    kb = tl.cdiv(c_in, BLOCK_K)
+    kb_lo = (pid_k * TAPS * kb) // SPLIT_K
+    kb_hi = ((pid_k + 1) * TAPS * kb) // SPLIT_K
+
+    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
+    for k in tl.static_range(TAPS):
+        lag = (TAPS - 1 - k) * DIL  # compile-time: tap k of a width-TAPS conv with dilation DIL
+        if SRC_RING:
+            # lag <= span < l_src, so adding l_src keeps the operand of % non-negative.
+            pos = (t % l_src + l_src - lag) % l_src
+            a_row = (slot * l_src + pos) * c_in
+        else:
+            a_row = rows64 * c_in
+        if SPLIT_K == 1:
+            k_start = 0
+            k_stop = c_in
+        else:
+            k_start = tl.minimum(tl.maximum(kb_lo - k * kb, 0), kb) * BLOCK_K
+            k_stop = tl.minimum(tl.maximum(kb_hi - k * kb, 0) * BLOCK_K, c_in)
+        for k0 in range(k_start, k_stop, BLOCK_K):
+            kk = k0 + ks
+            k_ok = kk < c_in
+            if NEWEST_FROM_X:
+                # The newest tap (and, on a stream's first frame, every tap) is the new input frame.
+                if lag == 0:
+                    a = tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                                other=0.0)
+                else:
+                    # One load from either tensor (a pointer select), not two masked loads: the
+                    # second load's registers made the expand layer spill.
+                    a_base = tl.where(fresh, x_ptr + rows64 * c_in, src_ptr + a_row)
+                    a = tl.load(a_base[:, None] + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            else:
+                a = tl.load(src_ptr + a_row[:, None] + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            w_rows = (k * c_in + kk).to(tl.int64)
+            b = tl.load(w_ptr + w_rows[:, None] * c_out + cols[None, :], mask=k_ok[:, None] & col_ok[None, :],
+                        other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+
+    if SPLIT_K == 1:
+        _stream_epilogue(acc, b_ptr, res_ptr, dst_ptr, slot, t, fresh, rows64, cols, row_ok, col_ok, c_out, l_res,
+                         res_lag, l_dst, HAS_RES, DST_RING, RELU)
+    else:
+        # Deterministic split-K in one launch: every slice stores its fp32 partial, then counts its
+        # arrival on the output tile; the last to arrive (whichever it is) adds the SPLIT_K partials
+        # in slice order 0, 1, ... -- the same sum, bit for bit, whatever the arrival order -- runs
+        # the epilogue and re-arms the counter for the next launch (or CUDA-graph replay).
+        ok2 = row_ok[:, None] & col_ok[None, :]
+        tl.store(part_ptr + ((pid_k * n_rows + rows64) * c_out)[:, None] + cols[None, :], acc, mask=ok2)
+        # Every thread's stores precede the (release) arrival; the last arriver's acquire makes the
+        # other slices' stores visible, and its reads bypass L1 (.cg), which is not coherent.
+        tl.debug_barrier()
+        tile = pid_n * tl.num_programs(1) + pid_c
+        arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            tot = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
+            for s in tl.static_range(SPLIT_K):
+                tot += tl.load(part_ptr + ((s * n_rows + rows64) * c_out)[:, None] + cols[None, :], mask=ok2,
+                               other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(count_ptr + tile, 0)
+            _stream_epilogue(tot, b_ptr, res_ptr, dst_ptr, slot, t, fresh, rows64, cols, row_ok, col_ok, c_out, l_res,
+                             res_lag, l_dst, HAS_RES, DST_RING, RELU)
+
+
+@triton.jit
+def _record_input(src_ptr, x_ptr, slot, t, fresh, rows64, row_ok, ks, c_in, l_src, BLOCK_K: tl.constexpr):
+    """Store the rows' new input frames at ``t mod l_src`` of the input ring (every position for a
+    stream's first frame)."""
+    any_fresh = tl.max(fresh.to(tl.int32), axis=0) > 0
+    s_row = (slot * l_src + t % l_src) * c_in
+    for k0 in range(0, c_in, BLOCK_K):
+        kk = k0 + ks
+        m = row_ok[:, None] & (kk < c_in)[None, :]
+        xv = tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :], mask=m, other=0.0)
+        tl.store(src_ptr + s_row[:, None] + kk[None, :], xv, mask=m)
+        if any_fresh:
+            fm = fresh[:, None] & (kk < c_in)[None, :]
+            for p in range(0, l_src):
+                tl.store(src_ptr + ((slot * l_src + p) * c_in)[:, None] + kk[None, :], xv, mask=fm)
+
+
+@triton.jit
+def _stream_layer_kernel(
+    src_ptr,   # SRC_RING: (slots, l_src, c_in) ring of the layer input; else (n_rows, c_in) plain rows
+    x_ptr,     # NEWEST_FROM_X: (n_rows, c_in) the new input frame of each row; unused otherwise
+    w_ptr,     # (taps * c_in, c_out) BN-folded weight, tap-major rows (tap k has lag (taps-1-k)*dil)
+    b_ptr,     # (c_out,) fp32 folded bias
+    res_ptr,   # HAS_RES: (slots, l_res, c_out) ring of the block input (residual source); unused otherwise
+    dst_ptr,   # DST_RING: (slots, l_dst, c_out) ring of the next layer's input; else (n_rows, c_out)
+    meta_ptr,  # (3, meta_stride) int64: slot, frame time t, fresh flag per row
+    part_ptr,  # SPLIT_K > 1: (SPLIT_K, n_rows, c_out) fp32 partial sums of the K slices; unused otherwise
+    count_ptr,  # SPLIT_K > 1: (row tiles * column tiles,) int32 arrivals per output tile, 0 between launches
+    n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst, meta_stride,
+    TAPS: tl.constexpr, DIL: tl.constexpr, SRC_RING: tl.constexpr, NEWEST_FROM_X: tl.constexpr, HAS_RES: tl.constexpr,
+    DST_RING: tl.constexpr, RELU: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    rows64 = rows.to(tl.int64)
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < c_out
+    ks = tl.arange(0, BLOCK_K)
+
+    slot = tl.load(meta_ptr + rows64, mask=row_ok, other=0).to(tl.int64)
+    t = tl.load(meta_ptr + meta_stride + rows64, mask=row_ok, other=0).to(tl.int64)
+    fresh = (tl.load(meta_ptr + 2 * meta_stride + rows64, mask=row_ok, other=0) != 0) & row_ok
+
     if NEWEST_FROM_X:
-        if pid_c == 0:
-            # One program per row tile records the new input frame in the input ring. Programs of
-            # this launch read that ring only at lags >= 1 (positions != t mod l_src) or, for fresh
-            # rows, not at all, so the write cannot race with a read.
-            any_fresh = tl.max(fresh.to(tl.int32), axis=0) > 0
-            for k0 in range(0, c_in, BLOCK_K):
-                kk = k0 + ks
-                m = row_ok[:, None] & (kk < c_in)[None, :]
-                xv = tl.load(x_ptr + rows64[:, None] * c_in + kk[None, :], mask=m, other=0.0)
-                s_row = (slot * l_src + t % l_src) * c_in
-                tl.store(src_ptr + s_row[:, None] + kk[None, :], xv, mask=m)
-                if any_fresh:
-                    fm = fresh[:, None] & (kk < c_in)[None, :]
-                    for p in range(0, l_src):
-                        tl.store(src_ptr + ((slot * l_src + p) * c_in)[:, None] + kk[None, :], xv, mask=fm)
+        if pid_c == tl.num_programs(1) - 1:
+            # The extra last column of programs records the new input frames in the input ring
+            # (apart from the GEMM programs: in the same program its registers made the expand
+            # layer spill). Programs of this launch read that ring only at lags >= 1 (positions
+            # != t mod l_src) or, for fresh rows, not at all, so the write cannot race with a read.
+            if pid_k == 0:
+                _record_input(src_ptr, x_ptr, slot, t, fresh, rows64, row_ok, ks, c_in, l_src, BLOCK_K)
+        else:
+            _stream_tile(src_ptr, x_ptr, w_ptr, b_ptr, res_ptr, dst_ptr, part_ptr, count_ptr, slot, t, fresh, rows64,
+                         row_ok, cols, col_ok, ks, pid_n, pid_c, pid_k, n_rows, c_in, c_out, l_src, l_res, res_lag,
+                         l_dst, TAPS, DIL, SRC_RING, NEWEST_FROM_X, HAS_RES, DST_RING, RELU, BLOCK_N, BLOCK_C, BLOCK_K,
+                         SPLIT_K, PRECISION)
+    else:
+        _stream_tile(src_ptr, x_ptr, w_ptr, b_ptr, res_ptr, dst_ptr, part_ptr, count_ptr, slot, t, fresh, rows64,
+                     row_ok, cols, col_ok, ks, pid_n, pid_c, pid_k, n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst,
+                     TAPS, DIL, SRC_RING, NEWEST_FROM_X, HAS_RES, DST_RING, RELU, BLOCK_N, BLOCK_C, BLOCK_K, SPLIT_K,
+                     PRECISION)
 
 
 def kernels_available(device: torch.device) -> bool:
@@ -264,39 +343,103 @@ def validate_layer(layer: StreamLayer, meta: torch.Tensor, n_rows: int) -> None:
                 raise _fail("meta[1]", "non-negative frame times", int(meta[1, :n_rows].min()))
 
 
-def stream_layer(layer: StreamLayer, meta: torch.Tensor, n_rows: int, validate: bool = True) -> None:
+class StreamScratch:
+    """Workspace of the split-K step (see :func:`fastlift.kernels._common.stream_config`).
+
+    Attributes:
+        partials: ``(>= SPLIT_K * n_rows * c_out,)`` fp32, the K slices' partial sums.
+        counters: ``(>= row tiles * column tiles,)`` int32 arrivals per output tile; zero between
+            launches (each launch re-arms what it used), so one scratch serves every layer of a
+            step and every CUDA-graph bucket as long as its launches run in stream order.
+    """
+
+    def __init__(self, device, partial_elems: int, tiles: int):
+        self.partials = torch.empty(max(1, int(partial_elems)), device=device, dtype=torch.float32)
+        self.counters = torch.zeros(max(1, int(tiles)), device=device, dtype=torch.int32)
+
+    def fits(self, partial_elems: int, tiles: int) -> bool:
+        return self.partials.numel() >= partial_elems and self.counters.numel() >= tiles
+
+
+def launch_config(layer: StreamLayer, n_rows: int, split_k: Optional[int] = None) -> dict:
+    """Tiles, ``SPLIT_K`` and grid of one layer's launch over ``n_rows`` rows, and the scratch it needs
+    (``partial_elems``, ``tiles``; both 0 without a split)."""
+    return _config(layer.weight, layer.taps, n_rows, layer.x is not None, split_k)
+
+
+def _config(weight, taps, n_rows, newest_from_x, split_k=None) -> dict:
+    c_in, c_out = weight.shape[0] // taps, weight.shape[1]
+    cfg = stream_config(n_rows, c_out, weight.dtype, weight.device, c_in=c_in, taps=taps, split_k=split_k)
+    # With the newest tap from x, one extra column of programs records x in the input ring.
+    grid = (triton.cdiv(n_rows, cfg["BLOCK_N"]), triton.cdiv(c_out, cfg["BLOCK_C"]) + int(newest_from_x),
+            cfg["SPLIT_K"])
+    split = cfg["SPLIT_K"] > 1
+    return dict(cfg=cfg, grid=grid, partial_elems=cfg["SPLIT_K"] * n_rows * c_out if split else 0,
+                tiles=grid[0] * grid[1] if split else 0)
+
+
+def scratch_for(layers: list[StreamLayer], max_rows: int) -> StreamScratch:
+    """A scratch large enough for every layer of ``layers`` at every power-of-two row bucket up to
+    ``max_rows`` (the engine's CUDA-graph buckets), on the layers' device."""
+    elems = tiles = 0
+    b = 1
+    while True:
+        for layer in layers:
+            need = launch_config(layer, b)
+            elems, tiles = max(elems, need["partial_elems"]), max(tiles, need["tiles"])
+        if b >= max_rows:
+            break
+        b *= 2
+    return StreamScratch(layers[0].weight.device if layers else "cpu", elems, tiles)
+
+
+def stream_layer(layer: StreamLayer, meta: torch.Tensor, n_rows: int, validate: bool = True,
+                 scratch: Optional[StreamScratch] = None, split_k: Optional[int] = None) -> None:
     """Launch one layer of a streaming step over rows ``0 .. n_rows-1`` (in place, returns nothing).
 
     ``meta``: ``(3, >= n_rows)`` int64 (slot, frame time, fresh flag per row). ``validate=False``
-    skips the checks (the engine validates its launch plan once, then replays it).
+    skips the checks (the engine validates its launch plan once, then replays it). ``scratch``: the
+    split-K workspace (:func:`scratch_for`); without one (or too small) a split launch allocates its
+    own. ``split_k`` forces the split count (tests; clamped to the K blocks).
     """
     if validate:
         validate_layer(layer, meta, n_rows)
+        if split_k is not None and int(split_k) < 1:
+            raise _fail("split_k", "a positive integer", split_k)
     if n_rows == 0:
         return
     _launch_layer(layer.src, layer.x, layer.weight, layer.bias, layer.res, layer.dst, meta, n_rows, layer.taps,
-                  layer.dilation, layer.res_lag, layer.src_ring, layer.dst_ring, layer.relu)
+                  layer.dilation, layer.res_lag, layer.src_ring, layer.dst_ring, layer.relu, scratch, split_k)
 
 
-def _launch_layer(src, x, weight, bias, res, dst, meta, n_rows, taps, dilation, res_lag, src_ring, dst_ring, relu):
+def _launch_layer(src, x, weight, bias, res, dst, meta, n_rows, taps, dilation, res_lag, src_ring, dst_ring, relu,
+                  scratch=None, split_k=None):
     c_in = weight.shape[0] // taps
     c_out = weight.shape[1]
-    cfg = stream_config(n_rows, c_out, weight.dtype, weight.device)
+    plan = _config(weight, taps, n_rows, x is not None, split_k)
+    cfg, grid = plan["cfg"], plan["grid"]
+    if cfg["SPLIT_K"] > 1:
+        if scratch is None or not scratch.fits(plan["partial_elems"], plan["tiles"]):
+            scratch = StreamScratch(weight.device, plan["partial_elems"], plan["tiles"])
+        part, count = scratch.partials, scratch.counters
+    else:
+        part, count = bias, meta  # unused by the SPLIT_K == 1 specialisation
     l_src = src.shape[1] if src_ring else 1
     l_dst = dst.shape[1] if dst_ring else 1
     l_res = res.shape[1] if res is not None else 1
-    grid = (triton.cdiv(n_rows, cfg["BLOCK_N"]), triton.cdiv(c_out, cfg["BLOCK_C"]))
     launch(_stream_layer_kernel, grid,
-           src, x if x is not None else src, weight, bias, res if res is not None else dst, dst, meta,
+           src, x if x is not None else src, weight, bias, res if res is not None else dst, dst, meta, part, count,
            n_rows, c_in, c_out, l_src, l_res, res_lag, l_dst, meta.stride(0),
            TAPS=taps, DIL=dilation, SRC_RING=src_ring, NEWEST_FROM_X=x is not None, HAS_RES=res is not None,
            DST_RING=dst_ring, RELU=relu, PRECISION=dot_precision(weight.dtype), **cfg)
 
 
-def stream_step(layers: list[StreamLayer], meta: torch.Tensor, n_rows: int, validate: bool = True) -> None:
-    """Run every layer of a step in order (one launch per layer; CUDA-graph capturable)."""
+def stream_step(layers: list[StreamLayer], meta: torch.Tensor, n_rows: int, validate: bool = True,
+                scratch: Optional[StreamScratch] = None) -> None:
+    """Run every layer of a step in order (one launch per layer; CUDA-graph capturable when ``scratch``
+    covers every split launch, see :func:`scratch_for`)."""
     for layer in layers:
-        stream_layer(layer, meta, n_rows, validate)
+        stream_layer(layer, meta, n_rows, validate, scratch)
 
 
 # ---------------------------------------------------------------------------------- torch twin + operator

@@ -101,6 +101,35 @@ def rel_err(got, want) -> float:
     return ((got - want).abs().max() / want.abs().max().clamp_min(1e-12)).item()
 
 
+def masked_reference_forward(ref, x, seed, p):
+    """The reference network with dropout replaced by the kernels' counter-hash masks (train-mode BN);
+    works on any device and dtype (the masks are built on ``x``'s device)."""
+    from fastlift import reference as R
+    from fastlift.kernels._common import dropout_mask_torch, dropout_threshold
+    from fastlift.kernels.lifter_autograd import layer_salt
+
+    thr = dropout_threshold(p)
+
+    def drop(a, l):
+        b, c, t = a.shape
+        keep = dropout_mask_torch(seed + layer_salt(l), (b, t, c), thr, device=a.device).permute(0, 2, 1)
+        return torch.where(keep, a / (1 - p), torch.zeros((), dtype=a.dtype))
+
+    one_f = isinstance(ref, R.TemporalModelOptimized1f)
+    b = x.shape[0]
+    h = x.reshape(b, x.shape[1], -1).permute(0, 2, 1)
+    h = drop(torch.relu(ref.expand_bn(ref.expand_conv(h))), 0)
+    for i in range(len(ref.pad) - 1):
+        if one_f:
+            res = h[:, :, ref.causal_shift[i + 1] + ref.filter_widths[i + 1] // 2:: ref.filter_widths[i + 1]]
+        else:
+            pad, shift = ref.pad[i + 1], ref.causal_shift[i + 1]
+            res = h[:, :, pad + shift: h.shape[2] - pad + shift]
+        h = drop(torch.relu(ref.layers_bn[2 * i](ref.layers_conv[2 * i](h))), 1 + 2 * i)
+        h = res + drop(torch.relu(ref.layers_bn[2 * i + 1](ref.layers_conv[2 * i + 1](h))), 2 + 2 * i)
+    return ref.shrink(h).permute(0, 2, 1).reshape(b, -1, ref.num_joints_out, 3)
+
+
 # ---------------------------------------------------------------------------- checkpoints
 class LegacyRandomState:
     """Pickles like a numpy < 1.17 RandomState (the published checkpoints' ``random_state``)."""

@@ -401,6 +401,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     steps = {s["step"]: s for s in status["steps"]}
     assert status["dry_run"] is True and status["install"] == "existing"
     assert steps["import"]["rc"] == 0 and steps["pytest-gpu"]["rc"] == 0 and steps["bench"]["rc"] == 0, steps
+    assert steps["precompile"]["rc"] == 0 and (out / "precompile.json").exists(), steps
     assert steps["pytest-rest"]["note"] == "skipped: dry run"
     produced = {p.suffix for p in (out / "results").iterdir()}
     assert {".json", ".csv", ".png"} <= produced

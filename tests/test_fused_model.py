@@ -12,10 +12,8 @@ from hypothesis import strategies as st
 
 import fastlift
 from fastlift import reference as R
-from fastlift.kernels._common import dropout_mask_torch, dropout_threshold
-from fastlift.kernels.lifter_autograd import layer_salt
 
-from helpers import randomise_bn, rel_err
+from helpers import masked_reference_forward, randomise_bn, rel_err
 
 J_IN, F_IN, J_OUT = 5, 2, 4
 
@@ -34,30 +32,6 @@ def pair(kind="dilated", widths=(3, 3, 3), channels=24, dropout=0.0, **kw):
     randomise_bn(ref)
     fus.load_state_dict(ref.state_dict())
     return ref.double(), fus
-
-
-def masked_reference_forward(ref, x, seed, p):
-    """The reference network with dropout replaced by the kernels' counter-hash masks (train-mode BN)."""
-    thr = dropout_threshold(p)
-
-    def drop(a, l):
-        b, c, t = a.shape
-        keep = dropout_mask_torch(seed + layer_salt(l), (b, t, c), thr).permute(0, 2, 1)
-        return torch.where(keep, a / (1 - p), torch.zeros((), dtype=a.dtype))
-
-    one_f = isinstance(ref, R.TemporalModelOptimized1f)
-    b = x.shape[0]
-    h = x.reshape(b, x.shape[1], -1).permute(0, 2, 1)
-    h = drop(torch.relu(ref.expand_bn(ref.expand_conv(h))), 0)
-    for i in range(len(ref.pad) - 1):
-        if one_f:
-            res = h[:, :, ref.causal_shift[i + 1] + ref.filter_widths[i + 1] // 2:: ref.filter_widths[i + 1]]
-        else:
-            pad, shift = ref.pad[i + 1], ref.causal_shift[i + 1]
-            res = h[:, :, pad + shift: h.shape[2] - pad + shift]
-        h = drop(torch.relu(ref.layers_bn[2 * i](ref.layers_conv[2 * i](h))), 1 + 2 * i)
-        h = res + drop(torch.relu(ref.layers_bn[2 * i + 1](ref.layers_conv[2 * i + 1](h))), 2 + 2 * i)
-    return ref.shrink(h).permute(0, 2, 1).reshape(b, -1, ref.num_joints_out, 3)
 
 
 def compare_training(ref, fus, x, steps=2, p=0.0, tol=2e-5):

@@ -85,6 +85,7 @@ CASES = {
     "pointwise_res_newest": (1, 1, 24, 24, None, None, False, 0, True),
     "shrink": (1, 1, 24, 9, None, None, False, None, False),
     "dense": (7, 1, 16, 40, 7, None, False, None, True),
+    "pointwise_wide": (1, 1, 70, 24, None, 19, False, 3, True),  # 3 K blocks of 32 in one tap
 }
 
 
@@ -130,6 +131,57 @@ def test_kernel_fp16(device):
     ks.stream_layer(layer, meta, 7)
     torch.testing.assert_close(layer.dst.double().cpu(), exp_dst, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(layer.src.double().cpu(), exp_src, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("n_rows,split", [(1, 2), (1, 3), (7, 5), (23, 4), (1, 64)])
+@pytest.mark.parametrize("name", ["expand", "expand_long_ring", "dilated", "pointwise_wide", "dense", "shrink"])
+def test_split_k_matches_oracle_and_is_deterministic(name, n_rows, split, device):
+    """Split-K (forced at small sizes): partial sums + last-arrival reduction == the oracle, the
+    counters are re-armed (a second launch with the same scratch gives the same bits), and the
+    result does not depend on whether a scratch was passed."""
+    layer, meta = build_case(name, n_rows, device, seed=100 + n_rows + split)
+    cfg = ks.launch_config(layer, n_rows, split_k=split)
+    k_blocks = layer.taps * -(-(layer.weight.shape[0] // layer.taps) // cfg["cfg"]["BLOCK_K"])
+    assert cfg["grid"][2] == cfg["cfg"]["SPLIT_K"] == min(split, k_blocks)
+    exp_src, exp_dst = oracle(layer, meta.cpu(), n_rows)
+    src0, dst0 = layer.src.clone(), layer.dst.clone()
+    scratch = ks.StreamScratch(device, cfg["partial_elems"], cfg["tiles"])
+    ks.stream_layer(layer, meta, n_rows, scratch=scratch, split_k=split)
+    torch.testing.assert_close(layer.dst.double().cpu(), exp_dst, rtol=1e-5, atol=1e-5)
+    if layer.x is not None:
+        torch.testing.assert_close(layer.src.double().cpu(), exp_src, rtol=0, atol=0)
+    assert int(scratch.counters.abs().sum()) == 0  # re-armed for the next launch
+    first = layer.dst.clone()
+    for use_scratch in (scratch, None):
+        layer.src.copy_(src0)
+        layer.dst.copy_(dst0)
+        ks.stream_layer(layer, meta, n_rows, scratch=use_scratch, split_k=split)
+        assert torch.equal(layer.dst, first)
+
+
+def test_split_k_plan_fills_the_sms_at_one_stream():
+    """At N = 1 every layer of the 243f model (1,024 channels) launches >= one program per SM on
+    H100/H200 (132) and A100 (108), in every dtype; many streams do not split (reuse of the weight tile)."""
+    from fastlift.kernels._common import stream_config
+    from fastlift.kernels.target import INTERPRETER, cuda_target
+
+    shapes = [(3, 34, 1024), (3, 1024, 1024), (1, 1024, 1024), (1, 1024, 51)]  # expand, dilated, 1x1, shrink
+    for arch in (90, 80):
+        target = cuda_target(arch)
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for taps, c_in, c_out in shapes:
+                cfg = stream_config(1, c_out, dtype, target, c_in=c_in, taps=taps)
+                programs = -(-c_out // cfg["BLOCK_C"]) * cfg["SPLIT_K"]
+                assert programs >= target.sm_count, (arch, dtype, taps, c_in, c_out, cfg)
+                assert cfg["SPLIT_K"] <= taps * -(-c_in // cfg["BLOCK_K"])  # no empty slice
+                assert min(cfg["BLOCK_N"], cfg["BLOCK_C"], cfg["BLOCK_K"]) >= 16
+                big = stream_config(256, c_out, dtype, target, c_in=c_in, taps=taps)
+                assert big["SPLIT_K"] == 1 and big["BLOCK_N"] == 64
+    assert stream_config(1, 1024, torch.float32, INTERPRETER, c_in=1024, taps=3)["SPLIT_K"] == 1
+    assert stream_config(1, 1024, torch.float32, cuda_target(90))["SPLIT_K"] == 1  # no c_in: no split
+    with pytest.raises(ValueError, match="split_k: expected a positive integer, got 0"):
+        stream_config(1, 1024, torch.float32, INTERPRETER, c_in=1024, split_k=0)
 
 
 @interp_only
@@ -281,6 +333,27 @@ def test_engine_triton_backend_other_architectures(fw, dense, causal):
     assert eng.num_active == 0 and all(int(r[:2].abs().sum()) == 0 for r in eng._rings)
 
 
+@interp_only
+@pytest.mark.interpreter
+def test_engine_split_k_matches_whole_sequence():
+    """The engine end to end with split-K on every multi-block layer: the interpreter poses as a
+    48-SM target, so few streams split the reduction (the scratch is shared by layers and buckets)."""
+    from fastlift.kernels.launch import record_launches
+    from fastlift.kernels.target import Target, override
+
+    model = make_model([3, 3], False, channels=40)
+    lengths, starts = [12, 4, 9], [0, 1, 3]
+    g = torch.Generator().manual_seed(5)
+    seqs = [torch.randn(n, 4, 2, generator=g).cumsum(0) * 0.2 for n in lengths]
+    with override(Target("interpreter", 0, sm_count=48, shared_bytes=1 << 30, name="interpreter posing as 48 SMs")):
+        with record_launches() as log:
+            got = drive_pair(model, "cpu", staggered_schedule(lengths, starts), seqs, max_streams=3)
+    splits = [r.meta["SPLIT_K"] for r in log if r.kernel == "stream_layer"]
+    assert max(splits) >= 3 and all(r.grid[2] == r.meta["SPLIT_K"] for r in log if r.kernel == "stream_layer")
+    for j, seq in enumerate(seqs):
+        torch.testing.assert_close(got[j], lift_sequence(model, seq), rtol=1e-4, atol=1e-5)
+
+
 def test_triton_backend_on_cpu_requires_interpreter(monkeypatch):
     monkeypatch.setattr(ks, "interpreter_active", lambda: False)
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
@@ -366,3 +439,80 @@ def test_gpu_many_streams_buckets_and_slot_reuse(ieee_fp32):
         out.append(eng.push(torch.tensor([s]), fresh[t:t + 1]).poses)
     out.append(eng.close(s).poses)
     torch.testing.assert_close(torch.cat(out), lift_sequence(model, fresh), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+def test_gpu_streaming_1024_channels_split_k(dtype, tol, ieee_fp32):
+    """The 243f model at its real width (1,024 channels): one stream (split-K on every layer, CUDA
+    graphs) and 5 streams equal whole-sequence inference, and a replay of the same frames gives the
+    same bits (the split-K reduction is deterministic whatever order the slices arrive in)."""
+    from fastlift.kernels.launch import record_launches
+
+    model = make_model([3, 3, 3, 3, 3], False, channels=1024, j_in=17, j_out=17).cuda()
+    eng = StreamingLifter(model, 5, dtype=dtype)
+    assert eng.backend == "triton" and eng.cuda_graphs
+    with record_launches() as log:
+        eng.warmup(1)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    grids = [r.grid for r in log if r.kernel == "stream_layer"]
+    assert grids and all(g[0] * g[1] * g[2] >= sms for g in grids[:len(grids) // 3]), grids
+    seq = torch.randn(300, 17, 2, device="cuda").cumsum(0) * 0.02
+    ref = lift_sequence(model, seq)
+    outs = []
+    for _ in range(2):
+        outs.append(eng.stream_sequence(seq.to(dtype)).float())
+    assert torch.equal(outs[0], outs[1])
+    assert (outs[0] - ref).abs().max() <= tol * ref.abs().max()
+    seqs = torch.randn(5, 200, 17, 2, device="cuda").cumsum(1) * 0.02
+    slots = [eng.open() for _ in range(5)]
+    got = [[] for _ in range(5)]
+    for t in range(200):
+        o = eng.push(torch.tensor(slots), seqs[:, t].to(dtype))
+        for s, p in zip(o.slots.tolist(), o.poses):
+            got[slots.index(s)].append(p.float())
+    for i, s in enumerate(slots):
+        got[i] += list(eng.close(s).poses.float())
+        want = lift_sequence(model, seqs[i])
+        assert (torch.stack(got[i]) - want).abs().max() <= tol * want.abs().max()
+
+
+_GRID_SCRIPT = """
+import json, torch
+from fastlift.reference import TemporalModel
+from fastlift.streaming import StreamingLifter
+from fastlift.kernels.launch import compile_only, record_launches
+from fastlift.kernels.target import cuda_target
+
+torch.manual_seed(0)
+model = TemporalModel(17, 2, 17, [3, 3, 3, 3, 3], channels=1024).eval()
+out = {}
+for arch in (90, 80):
+    t = cuda_target(arch)
+    for dt in (torch.float32, torch.bfloat16):
+        with compile_only(t), record_launches() as log:
+            eng = StreamingLifter(model, max_streams=256, dtype=dt, device="cpu", backend="triton", check_finite=False)
+            for n in (1, 256):
+                slots = [eng.open() for _ in range(n)]
+                eng.push(slots, torch.randn(n, 17, 2))
+                eng.reset()
+        out[f"{arch}-{dt}"] = [[list(r.grid), r.meta["SPLIT_K"]] for r in log if r.kernel == "stream_layer"]
+print(json.dumps(out))
+"""
+
+
+def test_launch_report_one_stream_fills_every_sm():
+    """The launches the engine really makes (compile-only mode, nothing compiled): at N = 1 every
+    layer of the 243f model launches >= one program per SM of an H100/H200 (132) and an A100 (108);
+    at N = 256 nothing splits."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _GRID_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    for key, launches in out.items():
+        sms = 132 if key.startswith("90") else 108
+        assert len(launches) == 20, key  # 10 layers (expand, 4 blocks x 2, shrink) at N = 1, then at N = 256
+        for grid, split in launches[:10]:
+            assert grid[0] * grid[1] * grid[2] >= sms and grid[2] == split, (key, grid)
+        assert all(split == 1 for _, split in launches[10:]), key

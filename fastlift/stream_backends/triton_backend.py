@@ -4,7 +4,9 @@ Each layer of the step program is one :func:`fastlift.kernels.stream_step.stream
 over a power-of-two bucket of rows (the pushed streams, padded with rows that point at the
 engine's extra dummy slot at time 0, so padding never touches a real stream). Per-step
 metadata (slot, time, fresh) goes to a static device buffer; on CUDA each bucket's step is
-captured in a CUDA graph on first use (or by :meth:`warmup`) and replayed afterwards.
+captured in a CUDA graph on first use (or by :meth:`warmup`) and replayed afterwards. Few streams
+split each layer's reduction over more programs (split-K, see :mod:`fastlift.kernels.stream_step`);
+its workspace is allocated once here for every bucket, so the graphs replay fixed pointers.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ class TritonBackend:
                 res=self._rings[op.res[0]] if op.res is not None else None,
                 res_lag=op.res[1] if op.res is not None else 0))
         self._kplan = plan
+        # Split-K workspace for every bucket's launches, allocated once (CUDA graphs replay its pointers).
+        self._kscratch = ks.scratch_for(plan, rows)
         # Validate the launch plan once (meta points every row at the dummy slot, time 0).
         self._kmeta[0].fill_(self._dummy)
         for kl in plan:
@@ -89,7 +93,7 @@ class TritonBackend:
         if self.cuda_graphs:
             self._graphs[b].replay()
         else:
-            self._ks.stream_step(self._kplan, self._kmeta, b, validate=False)
+            self._ks.stream_step(self._kplan, self._kmeta, b, validate=False, scratch=self._kscratch)
         return self._kbufs["out"][:n]
 
     # ------------------------------------------------------------------ CUDA graphs
@@ -101,12 +105,12 @@ class TritonBackend:
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                self._ks.stream_step(self._kplan, self._kmeta, b, validate=False)
+                self._ks.stream_step(self._kplan, self._kmeta, b, validate=False, scratch=self._kscratch)
         torch.cuda.current_stream(self.device).wait_stream(side)
         torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._ks.stream_step(self._kplan, self._kmeta, b, validate=False)
+            self._ks.stream_step(self._kplan, self._kmeta, b, validate=False, scratch=self._kscratch)
         self._graphs[b] = graph
 
     def warmup(self, max_n) -> list:

@@ -17,6 +17,9 @@ each in fp32 (TF32 off: IEEE), TF32 (torch's default for convolutions), bf16 and
 specialisation (largest tiles x stages, most prologue/epilogue features) of a smaller workload
 set. Exit status 1 when a specialisation fails to compile or needs more shared memory than the
 target has; 0 (after one line) when this Triton has no NVIDIA back end.
+
+``fastlift kernels tune`` (CUDA only) times the tile spaces of :mod:`fastlift.kernels.tuning` for the
+243-frame model and saves the winners (``$FASTLIFT_TILE_CACHE`` loads them).
 """
 from __future__ import annotations
 

@@ -156,7 +156,9 @@ def dot_precision(dtype: torch.dtype) -> str:
 # ---------------------------------------------------------------------------------- tile table
 # Every tile choice of the kernels lives here and takes a Target (see fastlift.kernels.target):
 # the interpreter executes each program in Python, so it gets tiny tiles; GPUs get tiles sized for
-# their tensor cores. None of these depend on timing (no autotuning), so results are deterministic.
+# their tensor cores. None of these depend on timing: they are the deterministic fallback that
+# fastlift.kernels.tuning may override on a GPU after a warm-up (only keywords that change neither
+# output shapes nor reduction groupings), and what `fastlift kernels check` holds to no spills.
 
 
 def _gemm_tiles(m: int, n: int, k: int, dtype: torch.dtype) -> tuple[int, int, int]:

@@ -536,14 +536,15 @@ _H36M_LIMBS = {"thigh": ((1, 2), (4, 5)), "shin": ((2, 3), (5, 6)), "upper arm":
                "forearm": ((15, 16), (12, 13))}
 
 
-def _bones_line(mode, raw, final, valid, causal) -> str:
-    worst = lambda p: max(max(v) for v in limb_length_cv(p[valid]).values())  # noqa: E731
-    if not valid.any():
+def _bones_line(mode, raw, final, segments, causal) -> str:
+    # Per segment: each segment has its own bone lengths (a long gap may be another person).
+    worst = lambda p: max(max(v) for a, b in segments for v in limb_length_cv(p[a:b]).values())  # noqa: E731
+    if not segments:
         return mode
     if mode == "raw":
         return f"raw lifter output (largest limb length CV {worst(raw):.3f})"
     how = "causal running median" if causal else "median over the segment's confident frames"
-    return (f"{mode}: each bone at its {how}; largest limb length CV {worst(raw):.3f} as lifted -> "
+    return (f"{mode}: each bone at its {how}; largest limb length CV in a segment {worst(raw):.3f} as lifted -> "
             f"{worst(final):.3f} (raw output kept in poses_3d.npz positions_3d_raw)")
 
 
@@ -755,7 +756,7 @@ def process_video(args, log=print) -> dict:
                  f"{100 * (t_detect_end - t_start) / wall:6.1f} %  (wall time of the two overlapped stages)")
     lines.append(f"  {'end to end':<12} {wall:9.2f} {n / wall:10.1f}  (detection at {small_size[0]}x{small_size[1]}; "
                  f"plus {setup:.1f} s set-up: lifter, detector, probe)")
-    lines.append(f"  bones    {_bones_line(args.bones, poses_raw, poses, valid, bool(args.stream))}")
+    lines.append(f"  bones    {_bones_line(args.bones, poses_raw, poses, segments, bool(args.stream))}")
     if latencies:
         ms = sorted(1e3 * np.array(latencies))
         lines.append(f"  stream latency per frame: median {statistics.median(ms):.2f} ms, p95 "

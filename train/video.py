@@ -18,6 +18,10 @@ Pipeline (each stage timed; the summary reports frames/s per stage):
    (:func:`fastlift.hub.reframe`, when the checkpoint records one), then whole-sequence
    inference with test-time flipping, or (``--stream``) frame by frame through
    :class:`fastlift.streaming.StreamingLifter` with a causal model, timing every frame;
+   then (``--bones rigid``, the default) every bone of a segment is held at its median length
+   over the frames where its joints were detected with visibility >= 0.5, directions as lifted
+   (:func:`rigid_bones`; with ``--stream`` a causal running median), because a lifter predicts
+   each frame's bone lengths anew and they wobble; the raw output is kept beside it;
 5. **render** ``result.mp4``: the (downscaled) video with the 2D skeleton | the 3D skeleton, same
    frame rate and frame count as the input.
 
@@ -32,7 +36,10 @@ written atomically, and nothing is written when the run fails):
 * ``poses_3d.npz``: ``positions_3d[video]["custom"] = [(T, 17, 3)]`` float32 root-relative camera
   space metres (the layout ``fastlift infer`` writes) and ``metadata``; plus ``valid`` ``(T,)``,
   ``interpolated`` ``(T,)``, ``confidence`` ``(T, 17)`` and ``segments`` ``(S, 2)`` (half-open
-  frame ranges that were lifted).
+  frame ranges that were lifted); ``positions_3d_raw``, the same layout before the bone-length
+  step (identical with ``--bones raw``), and ``bone_lengths`` ``(S, 17)`` float32, each segment's
+  bone lengths in metres by child joint (0 for the root; the last frame's with ``--stream``;
+  all 0 with ``--bones raw``); ``metadata["bones"]`` names the mode.
 * ``result.mp4``: MPEG-4 part 2 (``mp4v``), decodable by OpenCV/ffmpeg.
 
 Limitations: one person (MediaPipe's legacy tracker follows a single person and cannot say how
@@ -50,8 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BLAZEPOSE_TO_COCO", "blazepose_to_coco", "plan_gaps", "fill_gaps", "add_arguments", "run",
-           "process_video", "VIDEO_EXTRA_HINT"]
+__all__ = ["BLAZEPOSE_TO_COCO", "blazepose_to_coco", "plan_gaps", "fill_gaps", "h36m_confidence", "rigid_bones",
+           "limb_length_cv", "BONE_MODES", "add_arguments", "run", "process_video", "VIDEO_EXTRA_HINT"]
 
 #: BlazePose landmark index for each COCO-17 keypoint (nose, eyes, ears, shoulders, elbows, wrists,
 #: hips, knees, ankles).
@@ -119,6 +126,98 @@ def fill_gaps(keypoints, found) -> np.ndarray:
     return out.reshape(k.shape).astype(np.float32)
 
 
+# ----------------------------------------------------------------------------------------- bones
+BONE_MODES = ("rigid", "rigid-symmetric", "raw")
+
+
+def h36m_confidence(coco_confidence) -> np.ndarray:
+    """Per-joint confidence ``(..., 17)`` of the Human3.6M-layout joints that
+    :func:`fastlift.train.infer.coco_to_h36m` builds from COCO-17 keypoints with confidence
+    ``(..., 17)``: a copied joint keeps its keypoint's confidence, a derived one (pelvis, spine,
+    thorax, head top) takes the smallest of the keypoints it is built from."""
+    from fastlift.train.infer import COCO_TO_H36M_DIRECT
+
+    c = np.asarray(coco_confidence, dtype=np.float32)
+    if c.ndim < 1 or c.shape[-1] != 17:
+        raise ValueError(f"coco_confidence: expected shape (..., 17), got {c.shape}")
+    out = np.empty_like(c)
+    for h, k in COCO_TO_H36M_DIRECT.items():
+        out[..., h] = c[..., k]
+    hips = np.minimum(c[..., 11], c[..., 12])
+    shoulders = np.minimum(c[..., 5], c[..., 6])
+    out[..., 0] = hips
+    out[..., 7] = np.minimum(hips, shoulders)
+    out[..., 8] = shoulders
+    out[..., 10] = np.minimum(c[..., 0], shoulders)
+    return out
+
+
+def rigid_bones(poses, parents, confident=None, symmetric_pairs=None, causal: bool = False, min_frames: int = 5):
+    """One sequence's 3D poses with every bone held at one length: the lifter's bone directions,
+    the sequence's median bone lengths.
+
+    A lifter predicts every frame on its own, so a bone's length wobbles from frame to frame (a
+    real person's does not). Each bone's length is the median of its lengths over the frames
+    where both of its joints were seen confidently; then, from the root outwards (parents before
+    children), each joint is put at its parent's new position plus the bone's unit direction
+    (as lifted) times that length. Joint angles are kept; only lengths change.
+
+    Args:
+        poses: ``(T, J, 3)`` float, root-relative (the root joint stays where it is).
+        parents: ``(J,)`` parent index per joint, ``-1`` for the root; parents must come before
+            their children (true of Human3.6M-17).
+        confident: ``(T, J)`` bool, the joint was confidently detected in the frame (``None``: every
+            frame). A bone's median uses the frames where both its joints are confident; when fewer
+            than ``min_frames`` are, all frames of the sequence.
+        symmetric_pairs: ``[(left joint, right joint), ...]``: these bones (named by their child
+            joint) get the mean of the two medians, left and right limbs the same length.
+        causal: the length at frame ``t`` is the median over frames ``0..t`` only (no look-ahead,
+            for streaming); the first frames are then less steady.
+        min_frames: see ``confident``.
+
+    Returns:
+        ``(rigid, lengths)``: ``(T, J, 3)`` float32 poses and ``(J,)`` float32 bone lengths (the
+        last frame's when causal; 0 for the root). A bone of length 0 in a frame (no direction)
+        keeps its lifted offset there.
+    """
+    p = np.asarray(poses, dtype=np.float32)
+    par = [int(x) for x in parents]
+    if p.ndim != 3 or p.shape[-1] != 3 or p.shape[1] != len(par):
+        raise ValueError(f"poses: expected (T, {len(par)}, 3), got shape {p.shape}")
+    if any(q >= j for j, q in enumerate(par)):
+        raise ValueError(f"parents: every parent must come before its child, got {par}")
+    t, j_n = p.shape[:2]
+    conf = np.ones((t, j_n), bool) if confident is None else np.asarray(confident, dtype=bool)
+    if conf.shape != (t, j_n):
+        raise ValueError(f"confident: expected shape {(t, j_n)}, got {conf.shape}")
+    bones = [j for j in range(j_n) if par[j] >= 0]
+    offsets = np.zeros_like(p)
+    offsets[:, bones] = p[:, bones] - p[:, [par[j] for j in bones]]
+    length = np.linalg.norm(offsets, axis=-1)                          # (T, J)
+
+    def medians(rows) -> np.ndarray:
+        out = np.zeros(j_n, np.float64)
+        for j in bones:
+            ok = conf[rows, j] & conf[rows, par[j]]
+            vals = length[rows, j][ok] if ok.sum() >= min_frames else length[rows, j]
+            out[j] = np.median(vals)
+        for a, b in symmetric_pairs or ():
+            out[a] = out[b] = (out[a] + out[b]) / 2
+        return out
+
+    if causal:
+        target = np.stack([medians(slice(0, i + 1)) for i in range(t)]) if t else np.zeros((0, j_n))
+    else:
+        target = np.broadcast_to(medians(slice(0, t)), (t, j_n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = offsets / length[..., None]
+    scaled = np.where(length[..., None] > 1e-9, unit * target[..., None], offsets)
+    out = p.copy()
+    for j in bones:
+        out[:, j] = out[:, par[j]] + scaled[:, j]
+    return out.astype(np.float32), np.asarray(target[-1] if t else np.zeros(j_n), dtype=np.float32)
+
+
 # ----------------------------------------------------------------------------------------- CLI
 def add_arguments(p) -> None:
     from fastlift.train.args import IMPLS
@@ -141,6 +240,11 @@ def add_arguments(p) -> None:
     p.add_argument("--max-gap", type=float, default=0.25, metavar="SECONDS",
                    help="interpolate gaps in the detections up to this long; longer gaps split the video "
                         "(default 0.25)")
+    p.add_argument("--bones", default="rigid", choices=BONE_MODES,
+                   help="rigid (default): every bone of a segment held at its median length over the confidently "
+                        "detected frames, directions as lifted (causal running median with --stream); "
+                        "rigid-symmetric: the same with left and right limbs averaged; raw: the lifter's output as "
+                        "is. poses_3d.npz always keeps the raw output too (positions_3d_raw)")
     p.add_argument("-no-tta", "--no-test-time-augmentation", dest="test_time_augmentation", action="store_false",
                    help="disable test-time flipping (whole-sequence lifting)")
     p.add_argument("--no-video", dest="render", action="store_false", help="do not write result.mp4")
@@ -414,6 +518,36 @@ def _draw_3d(cv2, size, pose, parents, left, right, azimuth_deg=35.0, elevation_
     return img
 
 
+def limb_length_cv(poses) -> dict:
+    """Coefficient of variation (std / mean over frames) of each limb's length in Human3.6M-17
+    poses ``(T, 17, 3)``: ``{"thigh": (right, left), "shin": ..., "upper arm": ..., "forearm": ...}``."""
+    p = np.asarray(poses, dtype=np.float64)
+    out = {}
+    for name, sides in _H36M_LIMBS.items():
+        cv = []
+        for a, b in sides:
+            length = np.linalg.norm(p[:, a] - p[:, b], axis=-1)
+            cv.append(float(length.std() / length.mean()) if length.size and length.mean() > 0 else float("nan"))
+        out[name] = tuple(cv)
+    return out
+
+
+_H36M_LIMBS = {"thigh": ((1, 2), (4, 5)), "shin": ((2, 3), (5, 6)), "upper arm": ((14, 15), (11, 12)),
+               "forearm": ((15, 16), (12, 13))}
+
+
+def _bones_line(mode, raw, final, segments, causal) -> str:
+    # Per segment: each segment has its own bone lengths (a long gap may be another person).
+    worst = lambda p: max(max(v) for a, b in segments for v in limb_length_cv(p[a:b]).values())  # noqa: E731
+    if not segments:
+        return mode
+    if mode == "raw":
+        return f"raw lifter output (largest limb length CV {worst(raw):.3f})"
+    how = "causal running median" if causal else "median over the segment's confident frames"
+    return (f"{mode}: each bone at its {how}; largest limb length CV in a segment {worst(raw):.3f} as lifted -> "
+            f"{worst(final):.3f} (raw output kept in poses_3d.npz positions_3d_raw)")
+
+
 # ----------------------------------------------------------------------------------------- pipeline
 def process_video(args, log=print) -> dict:
     """Run the whole pipeline for parsed ``args`` (see :func:`add_arguments`); returns a summary
@@ -537,9 +671,19 @@ def process_video(args, log=print) -> dict:
                 poses[a:b] = pred.cpu().numpy()
     finally:
         torch.set_num_threads(threads)
-    stages["lift"] = time.perf_counter() - t0
     if not np.isfinite(poses[valid]).all():
         raise RuntimeError("lifter produced non-finite poses (fastlift bug)")
+    # ---- bones: per segment (a long gap may be a different person), confident = detected in the
+    # frame (not interpolated) with both joints' visibility >= 0.5.
+    poses_raw = poses.copy()
+    bone_lengths = np.zeros((len(segments), 17), np.float32)
+    if args.bones != "raw":
+        confident = (h36m_confidence(conf) >= 0.5) & found[:, None]
+        pairs = list(zip(H36M_17.joints_left, H36M_17.joints_right)) if args.bones == "rigid-symmetric" else None
+        for i, (a, b) in enumerate(segments):
+            poses[a:b], bone_lengths[i] = rigid_bones(poses_raw[a:b], H36M_17.parents, confident[a:b],
+                                                      symmetric_pairs=pairs, causal=bool(args.stream))
+    stages["lift"] = time.perf_counter() - t0
 
     # ---- render
     paths = {}
@@ -582,8 +726,10 @@ def process_video(args, log=print) -> dict:
               "joints_symmetry": [list(H36M_17.joints_left), list(H36M_17.joints_right)], "units": "m",
               "space": "camera", "trajectory": False, "input": str(src), "checkpoint": model_label,
               "converted": "coco-to-h36m", "test_time_augmentation": bool(args.test_time_augmentation and not args.stream),
-              "fps": fps, "streamed": bool(args.stream), "causal": bool(model.causal)}
+              "fps": fps, "streamed": bool(args.stream), "causal": bool(model.causal), "bones": args.bones}
     paths["poses_3d"] = atomic_savez(out / "poses_3d.npz", positions_3d=object_entry({video: {"custom": [poses]}}),
+                                     positions_3d_raw=object_entry({video: {"custom": [poses_raw]}}),
+                                     bone_lengths=bone_lengths,
                                      metadata=object_entry(meta3d), valid=valid, interpolated=interp,
                                      confidence=conf, segments=np.array(segments, dtype=np.int64).reshape(-1, 2))
     stages["write"] = time.perf_counter() - t0
@@ -610,6 +756,7 @@ def process_video(args, log=print) -> dict:
                  f"{100 * (t_detect_end - t_start) / wall:6.1f} %  (wall time of the two overlapped stages)")
     lines.append(f"  {'end to end':<12} {wall:9.2f} {n / wall:10.1f}  (detection at {small_size[0]}x{small_size[1]}; "
                  f"plus {setup:.1f} s set-up: lifter, detector, probe)")
+    lines.append(f"  bones    {_bones_line(args.bones, poses_raw, poses, segments, bool(args.stream))}")
     if latencies:
         ms = sorted(1e3 * np.array(latencies))
         lines.append(f"  stream latency per frame: median {statistics.median(ms):.2f} ms, p95 "

@@ -68,6 +68,7 @@ def test_warmup_without_nvidia_backend_skips_in_one_line(monkeypatch, capsys):
         "fastlift kernels warmup: skipped: triton 0.0 was installed without its NVIDIA back end"]
 
 
+@pytest.mark.slow  # ~10-25 s: the quick workloads' counting pass in a subprocess
 @needs_nvidia
 def test_warmup_plan_counts_specialisations(tmp_path):
     """The counting pass compiles nothing and counts each distinct specialisation once: the quick

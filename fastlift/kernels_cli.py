@@ -536,7 +536,8 @@ def plan_warmup(n_specs: int, jobs: int, per_spec_s: float, record_s: float, bud
     """How a warm-up of ``n_specs`` specialisations splits over ``jobs`` workers and how long it takes.
 
     Every worker re-runs the workloads in record mode (``record_s``, measured by the counting pass)
-    and compiles ``ceil(n_specs / jobs)`` specialisations of ``per_spec_s`` each. With a budget
+    and compiles about ``ceil(n_specs / jobs)`` specialisations of ``per_spec_s`` each (workers split
+    them by key hash, see :class:`WarmShare`). With a budget
     (> 0), ``fit_specs`` is how many compile before it is spent (the others compile on first use).
     """
     if n_specs < 0 or jobs < 1 or per_spec_s <= 0 or record_s < 0 or budget_s < 0:
@@ -600,8 +601,9 @@ def _record_pass(target, quick, precisions, kernels) -> list:
     return list(probe.records)
 
 
-def _warm_worker(target, quick, precisions, kernels, keys, deadline) -> dict:
-    """One worker: run the workloads, compiling only ``keys`` (Triton's warmup path, no analysis)."""
+def _warm_worker(target, quick, precisions, kernels, share, deadline) -> dict:
+    """One worker: run the workloads, compiling only the keys in ``share`` (a :class:`WarmShare`)
+    with Triton's warmup path (no analysis)."""
     from fastlift.kernels.aot import Compiler
     from fastlift.kernels.launch import compile_only
 
@@ -620,58 +622,82 @@ def _warm_worker(target, quick, precisions, kernels, keys, deadline) -> dict:
 
     work = _Workloads()
     t0 = time.time()
-    with Warm(target, select=set(keys), kernels=kernels) as comp, compile_only(target, comp):
+    with Warm(target, select=share, kernels=kernels) as comp, compile_only(target, comp):
         for name, prec, fn in _scenarios(quick, precisions):
             comp.scenario, comp.precision = name, prec
             with _precision(prec) as dt:
                 comp.dtype = str(dt).replace("torch.", "")
                 fn(work, dt)
-    recs = [comp.records[k] for k in keys if k in comp.records]
+    recs = [r for k, r in comp.records.items() if k in share]
     return dict(compiled=sum(1 for r in recs if r["ok"] is True), failed=[f"{r['kernel']} {r['precision']}: "
                                                                          f"{r['error']}" for r in recs if r["ok"] is False],
                 skipped=sum(1 for r in recs if r["ok"] is None), compile_s=round(sum(r.get("compile_s", 0) for r in recs), 1),
                 seconds=round(time.time() - t0, 1))
 
 
+class WarmShare:
+    """The share of worker ``index`` of ``workers``: the record keys whose CRC-32 falls to it (a
+    container for :class:`~fastlift.kernels.aot.Compiler`'s ``select``). Workers partition the
+    specialisations without a list of them, so no counting pass has to run first."""
+
+    def __init__(self, index: int, workers: int):
+        self.index, self.workers = index, workers
+
+    def __contains__(self, key) -> bool:
+        import zlib
+
+        # Without the precision label (key[0]): a specialisation several precisions launch (e.g. the
+        # fp32 BN kernels) goes to one worker, whose second compile of it is a cache hit.
+        return zlib.crc32(repr(key[1:]).encode()) % self.workers == self.index
+
+
 def warmup(target, quick: bool, precisions, kernels=None, jobs: int = 1, budget_s: float = 0.0, plan_only=False,
            log=print) -> dict:
-    """Count, plan and (unless ``plan_only``) precompile; returns the report (see :data:`WARMUP_DOC`)."""
+    """Count, plan and (unless ``plan_only``) precompile; returns the report (see :data:`WARMUP_DOC`).
+
+    The workers start first and partition the specialisations by key hash (:class:`WarmShare`); the
+    counting pass for the plan runs meanwhile in this process, so it costs no wall time on a
+    machine with a spare core."""
     t_start = time.time()
-    keys = _record_pass(target, quick, precisions, kernels)
-    record_s = time.time() - t_start
-    per_spec, source = per_spec_seconds(target.arch)
-    counts: dict = {}
-    for k in keys:
-        counts[f"{k[0]}/{k[1]}"] = counts.get(f"{k[0]}/{k[1]}", 0) + 1
-    plan = plan_warmup(len(keys), max(1, jobs), per_spec, record_s, budget_s)
-    report = dict(tool="fastlift kernels warmup", target=target.__dict__, quick=quick, precisions=list(precisions),
-                  kernels=sorted(kernels) if kernels else "all", per_spec_source=source, counts=counts, plan=plan,
-                  plan_only=plan_only)
-    log(f"warmup: {len(keys)} specialisations for {target.name or 'sm_%d' % target.arch} "
-        f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); {plan['workers']} workers, "
-        f"estimated {plan['estimated_s']} s ({plan['per_spec_s']} s per specialisation from {source}, "
-        f"{plan['record_s']} s per workload pass)" + (f", budget {budget_s:g} s: " + (
-            "fits" if plan["fits"] else f"about {plan['fit_specs']} fit") if budget_s else ""))
-    if plan_only or not keys:
-        report["elapsed_s"] = round(time.time() - t_start, 1)
-        return report
     deadline = t_start + budget_s if budget_s else 0.0
-    shares = [keys[i::plan["workers"]] for i in range(plan["workers"])]
+    workers = max(1, jobs)
     # Worker i runs the precisions starting from the i-th: when the budget cuts the warm-up short,
     # every precision has had its first workloads compiled (workers compile in workload order).
-    orders = [list(precisions[i % len(precisions):]) + list(precisions[:i % len(precisions)])
-              for i in range(len(shares))]
-    if len(shares) == 1:
-        results = [_warm_worker(target, quick, precisions, kernels, shares[0], deadline)]
-    else:
+    orders = [list(precisions[i % len(precisions):]) + list(precisions[:i % len(precisions)]) for i in range(workers)]
+    pool = futs = None
+    if not plan_only and workers > 1:
         import concurrent.futures
         import multiprocessing
 
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=ctx) as pool:
-            futs = [pool.submit(_warm_worker, target, quick, order, kernels, sh, deadline)
-                    for order, sh in zip(orders, shares)]
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        futs = [pool.submit(_warm_worker, target, quick, orders[i], kernels, WarmShare(i, workers), deadline)
+                for i in range(workers)]
+    try:
+        keys = _record_pass(target, quick, precisions, kernels)
+        record_s = time.time() - t_start
+        per_spec, source = per_spec_seconds(target.arch)
+        counts: dict = {}
+        for k in keys:
+            counts[f"{k[0]}/{k[1]}"] = counts.get(f"{k[0]}/{k[1]}", 0) + 1
+        plan = plan_warmup(len(keys), workers, per_spec, record_s, budget_s)
+        report = dict(tool="fastlift kernels warmup", target=target.__dict__, quick=quick, precisions=list(precisions),
+                      kernels=sorted(kernels) if kernels else "all", per_spec_source=source, counts=counts, plan=plan,
+                      plan_only=plan_only)
+        log(f"warmup: {len(keys)} specialisations for {target.name or 'sm_%d' % target.arch} "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); {workers} workers, "
+            f"estimated {plan['estimated_s']} s ({plan['per_spec_s']} s per specialisation from {source}, "
+            f"{plan['record_s']} s per workload pass)" + (f", budget {budget_s:g} s: " + (
+                "fits" if plan["fits"] else f"about {plan['fit_specs']} fit") if budget_s else ""))
+        if plan_only:
+            report["elapsed_s"] = round(time.time() - t_start, 1)
+            return report
+        if futs is None:
+            results = [_warm_worker(target, quick, precisions, kernels, WarmShare(0, 1), deadline)]
+        else:
             results = [f.result() for f in futs]
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     report["compiled"] = sum(r["compiled"] for r in results)
     report["skipped"] = sum(r["skipped"] for r in results)
     report["failed"] = [f for r in results for f in r["failed"]]

@@ -320,11 +320,14 @@ def stream_config(n_rows: int, c_out: int, dtype: torch.dtype, target, c_in: "in
                 else:
                     break
                 split, programs = plan(block_c, block_k)
-    # 8 warps from 64 x 64 tiles up, and no software pipelining of a K loop of <= 2 steps per tap
-    # (the expand layer, C_in = 34): at 4 warps / 3 stages the expand layer spilled 96-520 B on sm_90.
-    num_warps = 4 if block_n * block_c < 4096 else 8
+    # 8 warps from 64 x 64 tiles up; for a K loop of <= 2 steps per tap (the expand layer, C_in = 34)
+    # no software pipelining and 8 warps at every tile size. Measured by the compile check: at 4 warps
+    # / 3 stages the expand layer spilled 96-520 B on sm_90, and at 4 warps its 16 x 16 tiles 16 B
+    # on sm_80 (N = 2).
+    short_k = c_in is not None and triton.cdiv(c_in, block_k) <= 2
+    num_warps = 8 if block_n * block_c >= 4096 or short_k else 4
     cfg = dict(BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_K=block_k, SPLIT_K=split, num_warps=num_warps)
-    if target.gpu and c_in is not None and triton.cdiv(c_in, block_k) <= 2:
+    if target.gpu and short_k:
         cfg["num_stages"] = 1
     return cfg
 

@@ -15,7 +15,7 @@ import pytest
 
 from fastlift.cli import main
 from fastlift.kernels import aot
-from fastlift.kernels_cli import plan_warmup
+from fastlift.kernels_cli import WarmShare, plan_warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_nvidia = pytest.mark.skipif(aot.nvidia_backend_missing() is not None,
@@ -50,6 +50,22 @@ def test_plan_warmup_splits_and_budgets():
         plan_warmup(10, 0, 1.0, 1.0)
 
 
+def test_warm_shares_partition_the_specialisations():
+    """Workers split the keys by hash: each key in exactly one share, about evenly, and the same
+    specialisation under two precision labels in the same share (compiled once, then a cache hit)."""
+    keys = [(prec, kernel, f"spec{i}", "opts") for prec in ("fp32", "bf16") for kernel in ("a", "b")
+            for i in range(100)]
+    shares = [WarmShare(i, 4) for i in range(4)]
+    owners = [[i for i, sh in enumerate(shares) if k in sh] for k in keys]
+    assert all(len(o) == 1 for o in owners)
+    sizes = [sum(1 for o in owners if o == [i]) for i in range(4)]
+    assert sum(sizes) == len(keys) and min(sizes) > len(keys) / 4 * 0.6, sizes
+    for k in keys[:200]:  # the fp32 keys: the bf16 twin of each is owned by the same worker
+        twin = ("bf16",) + k[1:]
+        assert [i for i, sh in enumerate(shares) if twin in sh] == [i for i, sh in enumerate(shares) if k in sh]
+    assert all(k in WarmShare(0, 1) for k in keys)
+
+
 def test_warmup_bad_arguments(tmp_path, capsys):
     assert main(["kernels", "warmup", "--arch", "70"]) == 2
     assert "--arch: expected one of [80, 86, 89, 90], got 70" in capsys.readouterr().err
@@ -68,6 +84,7 @@ def test_warmup_without_nvidia_backend_skips_in_one_line(monkeypatch, capsys):
         "fastlift kernels warmup: skipped: triton 0.0 was installed without its NVIDIA back end"]
 
 
+@pytest.mark.slow  # ~10-25 s: the quick workloads' counting pass in a subprocess
 @needs_nvidia
 def test_warmup_plan_counts_specialisations(tmp_path):
     """The counting pass compiles nothing and counts each distinct specialisation once: the quick

@@ -502,6 +502,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # ~10-25 s: builds four 1,024-channel engines in a subprocess
 def test_launch_report_one_stream_fills_every_sm():
     """The launches the engine really makes (compile-only mode, nothing compiled): at N = 1 every
     layer of the 243f model launches >= one program per SM of an H100/H200 (132) and an A100 (108);

@@ -361,6 +361,8 @@ def test_committed_results_are_valid_and_render():
             assert data["tool"] == "fastlift kernels check" and data["specializations"], p.name
         elif data.get("benchmark") == "ddp_scaling":  # bench/ddp_scaling.py (tests/test_distributed.py)
             assert data["runs"] and data["host"], p.name
+        elif data.get("tool") == "python -m fastlift.bench.cpu_ceiling":  # tests/test_cpu_ceiling.py
+            assert data["runs"] and all(r["ceiling"]["fp32"] > 0 and r["cpu_id"] for r in data["runs"]), p.name
         else:
             rep.validate_report(data)
             checked += 1

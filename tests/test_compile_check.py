@@ -306,3 +306,14 @@ def test_launch_hygiene_op_counts(tmp_path):
     # gradient in backward, and the seed snapshot. The BN backward coefficients are one launch.
     assert train["ops"].get("clone", 0) <= 2 * infer["layers"] + 1, train
     assert "stack" not in train["ops"] or train["ops"]["stack"] <= infer["layers"] - 1, train
+
+
+@pytest.mark.parametrize("arch", [90, 80])
+def test_committed_full_reports_meet_the_targets(arch):
+    """bench/results/compile-sm*.json (the README's compile table) compile everything, fit shared
+    memory and meet issue 11's spill targets for every kernel and precision."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "results" / f"compile-sm{arch}.json"
+    report = json.loads(path.read_text())
+    assert report["tool"] == "fastlift kernels check" and report["archs"] == [arch] and not report["quick"]
+    assert report["num_failed"] == 0 and report["num_over_shared"] == 0
+    _assert_sane(report, archs=(arch,))

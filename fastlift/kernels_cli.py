@@ -451,6 +451,21 @@ def tune_cmd(args) -> int:
     return 0
 
 
+def _can_compile(command: str, why: str) -> bool:
+    """Whether ``fastlift kernels <command>`` can compile real kernels here: False (after one line
+    saying why it is skipped) when Triton lacks its NVIDIA back end; an error when the interpreter
+    is switched on (``why`` says what needs real compiles)."""
+    from fastlift.kernels import aot
+
+    missing = aot.nvidia_backend_missing()
+    if missing:
+        print(f"fastlift kernels {command}: skipped: {missing}")
+        return False
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise ValueError(f"TRITON_INTERPRET: expected it unset ({why}), got {os.environ['TRITON_INTERPRET']!r}")
+    return True
+
+
 def run(args) -> int:
     if getattr(args, "kernels_command", None) == "tune":
         return tune_cmd(args)
@@ -472,15 +487,8 @@ def run(args) -> int:
     for name in overrides:
         if name not in KERNELS:
             raise ValueError(f"--override: expected a kernel in {KERNELS}, got {name!r}")
-    from fastlift.kernels import aot
-
-    missing = aot.nvidia_backend_missing()
-    if missing:
-        print(f"fastlift kernels check: skipped: {missing}")
+    if not _can_compile("check", "the check compiles real kernels"):
         return 0
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise ValueError("TRITON_INTERPRET: expected it unset (the check compiles real kernels), got "
-                         f"{os.environ['TRITON_INTERPRET']!r}")
     log = (lambda s: print(s, flush=True)) if args.verbose else None
     if args.jobs < 0:
         raise ValueError(f"--jobs: expected a non-negative integer, got {args.jobs}")
@@ -723,15 +731,8 @@ def run_warmup(args) -> int:
         raise ValueError(f"--budget-s: expected a non-negative number of seconds, got {args.budget_s}")
     if args.json and os.path.exists(args.json) and not args.overwrite:
         raise ValueError(f"--json: {args.json} exists; pass --overwrite to replace it")
-    from fastlift.kernels import aot
-
-    missing = aot.nvidia_backend_missing()
-    if missing:
-        print(f"fastlift kernels warmup: skipped: {missing}")
+    if not _can_compile("warmup", "warmup compiles real kernels"):
         return 0
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise ValueError("TRITON_INTERPRET: expected it unset (warmup compiles real kernels), got "
-                         f"{os.environ['TRITON_INTERPRET']!r}")
     jobs = args.jobs or (os.cpu_count() or 1)
     report = warmup(_warm_target(args.arch), args.quick, precisions, args.kernel, jobs, args.budget_s, args.plan,
                     log=lambda s: print(s, flush=True))

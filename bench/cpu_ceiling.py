@@ -15,7 +15,7 @@ and prints rates (GFLOP/s), the ceilings and how close fastlift gets to them. Th
 family/model are recorded: the fp32 AVX-512 rate differs ~2x between CPU generations that share
 a marketing name ("AMD EPYC").
 
-    python -m fastlift.bench.cpu_ceiling --arch 3,3,3,3,3 --frames 500 --rounds 5 --json out.json
+    python -m fastlift.bench.cpu_ceiling --arch 3,3,3,3,3 --frames 500 --rounds 5 --json out.json [--overwrite]
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ import time
 
 import torch
 
+from fastlift import cli_common
+from fastlift._files import atomic_write_text
 from fastlift.bench.machine import cpu_ids, cpu_model_name
 
 __all__ = ["layer_shapes", "measure", "main"]
@@ -135,11 +137,17 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    cli_common.add_overwrite_argument(p)
     args = p.parse_args(argv)
     try:
         arch = tuple(int(v) for v in args.arch.split(","))
     except ValueError:
         p.error(f"--arch: expected comma-separated integers like 3,3,3, got {args.arch!r}")
+    if args.json:
+        try:
+            cli_common.check_output_file(args.json, "--json", overwrite=args.overwrite, suffixes=(".json",))
+        except cli_common.CliError as e:
+            p.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     r = measure(arch, args.channels, args.frames, args.batch, args.rounds)
@@ -152,8 +160,7 @@ def main(argv=None) -> int:
     print(f"  ceiling over the reference: fp32 {r['ceiling']['fp32']:.2f}x, bf16 {r['ceiling']['bf16']:.2f}x; "
           f"fastlift reaches {r['fraction_of_ceiling']['fp32']:.0%} (fp32) and {r['fraction_of_ceiling']['bf16']:.0%} (bf16) of it")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=1)
+        atomic_write_text(args.json, json.dumps(r, indent=1) + "\n")
     return 0
 
 

@@ -87,6 +87,13 @@ def test_cli_writes_json_and_rejects_bad_arch(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["arch"] == [3, 3] and data["frames"] == 30 and "ceiling" in data
     assert "ceiling over the reference" in capsys.readouterr().out
+    # An existing result is never replaced without --overwrite (checked before measuring).
+    with pytest.raises(SystemExit):
+        main(["--arch", "3,3", "--channels", "16", "--frames", "30", "--rounds", "1", "--json", str(out)])
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == data
+    assert main(["--arch", "3,3", "--channels", "16", "--frames", "30", "--rounds", "1", "--json", str(out),
+                 "--overwrite"]) == 0
     with pytest.raises(SystemExit):
         main(["--arch", "3,x"])
     assert "--arch: expected comma-separated integers" in capsys.readouterr().err
